@@ -1,0 +1,38 @@
+# selfdebug: `make quickstart` runs the evaluator end to end on CPU; `make test` runs the test suite.
+# Both create the virtual environment and install the sandbox on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test test-slow bench sandbox venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+# bubblewrap isolates model-written programs (selfdebug/execution/sandbox.py). Without it they
+# run with resource limits only, and the engine says so loudly.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo -n apt-get install -y -qq bubblewrap || true; fi; }
+	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap is not installed: programs will run unisolated"
+
+quickstart: sandbox venv
+	$(BIN)/python evaluate.py experiment=quickstart
+
+test: sandbox venv
+	$(BIN)/python -m pytest -q
+
+test-slow: sandbox venv
+	$(BIN)/python -m pytest -q -m slow
+
+bench: sandbox venv
+	$(BIN)/python benchmarks/bench_execution.py
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache

@@ -1,0 +1,181 @@
+"""The self-debug episode, ONE piece of code for evaluation, collection and RL rollouts:
+
+    execute -> feedback -> prompt -> sample -> parse -> execute
+
+An `Attempt` is one program and its verdicts. `initial_requests` / `refine_requests` turn problems or
+failed attempts into chat prompts; `sample_and_execute` generates completions, parses them into
+programs and runs them in the sandbox, returning new Attempts (generation of the next task overlaps
+with execution of the previous one through the executor's futures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+from selfdebug.execution import ExecResult, Executor, Job
+from selfdebug.parsing import build_program, parse_completion
+from selfdebug.prompts import feedback_text, initial_messages, refine_messages
+
+INIT = "init"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One program for one task: how it was asked for, what came back, how it ran.
+
+    status is over the base tests; plus_status over EvalPlus's extra tests (None when the dataset
+    has none). `passed` is the strict verdict: base AND plus (LeDex scores "+" benchmarks that way).
+    """
+
+    task_id: str
+    sample_id: int  # index of the initial sample this chain of refinements started from
+    round: int  # 0 = initial sample, r = r-th refinement
+    mode: str  # "init" | "refine" | "explain_refine"
+    completion: str
+    explanation: str
+    code: str  # the program that was executed
+    parse_reason: str  # "ok" | "no_code" | "syntax_error" | "no_explanation"
+    status: str  # base tests: pass | fail | timeout | error
+    plus_status: str | None
+    feedback: str  # first failure (base, else plus), for the next refinement prompt
+    verdicts: tuple[str, ...] = ()
+    plus_verdicts: tuple[str, ...] = ()
+    n_tokens: int = 0
+    messages: tuple[dict, ...] = field(default=(), compare=False)
+
+    @property
+    def base_passed(self) -> bool:
+        return self.status == "pass"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass" and self.plus_status in (None, "pass")
+
+    @property
+    def engine_error(self) -> bool:
+        return self.status == "error" or self.plus_status == "error"
+
+    @property
+    def failed_status(self) -> str:
+        """'fail' or 'timeout' of the first failing suite, for the feedback wording."""
+        return self.status if self.status != "pass" else (self.plus_status or "fail")
+
+    def key(self) -> tuple:
+        return (self.mode, self.round, self.task_id, self.sample_id)
+
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record["verdicts"], record["plus_verdicts"] = list(self.verdicts), list(self.plus_verdicts)
+        record["messages"] = list(self.messages)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Attempt":
+        fields = {k: record[k] for k in cls.__dataclass_fields__ if k in record}
+        fields["verdicts"] = tuple(fields.get("verdicts", ()))
+        fields["plus_verdicts"] = tuple(fields.get("plus_verdicts", ()))
+        fields["messages"] = tuple(fields.get("messages", ()))
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A prompt to sample for: which task, which sample chain, which round and mode."""
+
+    task_id: str
+    sample_id: int
+    round: int
+    mode: str
+    messages: list[dict]
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed that depends only on its parts (not on process, order or hash randomization), so a
+    resumed run samples exactly what an uninterrupted one would have."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def initial_requests(problem, n: int, few_shot: Sequence = ()) -> list[Request]:
+    messages = initial_messages(problem, few_shot=few_shot)
+    return [Request(problem.task_id, s, 0, INIT, messages) for s in range(n)]
+
+
+def refine_request(problem, wrong: Attempt, mode: str) -> Request:
+    """The next refinement of a failed attempt: the latest wrong code and its feedback only."""
+    feedback = feedback_text(wrong.feedback, wrong.failed_status)
+    return Request(problem.task_id, wrong.sample_id, wrong.round + 1, mode,
+                   refine_messages(problem, wrong.code, feedback, mode))
+
+
+def jobs_for(problem, code: str, job_id: str, fail_fast: bool = True) -> list[Job]:
+    """Base job, then plus job when the dataset has EvalPlus's extra tests."""
+    jobs = [Job(f"{job_id}|base", code, problem.base, fail_fast=fail_fast)]
+    if problem.plus is not None:
+        jobs.append(Job(f"{job_id}|plus", code, problem.plus, fail_fast=fail_fast))
+    return jobs
+
+
+def _attempt(req: Request, problem, completion, base: ExecResult, plus: ExecResult | None,
+             code: str, parsed) -> Attempt:
+    feedback = base.feedback if base.status != "pass" else (plus.feedback if plus is not None else "")
+    return Attempt(
+        task_id=req.task_id, sample_id=req.sample_id, round=req.round, mode=req.mode,
+        completion=completion.text, explanation=parsed.explanation, code=code,
+        parse_reason=parsed.reason, status=base.status,
+        plus_status=plus.status if plus is not None else None, feedback=feedback,
+        verdicts=base.verdicts, plus_verdicts=plus.verdicts if plus is not None else (),
+        n_tokens=completion.n_tokens, messages=tuple(req.messages))
+
+
+def sample_and_execute(generator, executor: Executor, problems: dict, requests: Sequence[Request],
+                       params, seed: int) -> Iterator[list[Attempt]]:
+    """For each task's group of requests (in order): sample one completion per request, parse,
+    execute base (+plus) tests. Yields the Attempts of one task at a time, so callers can append
+    them to their log as soon as they exist.
+
+    Generation of task t+1 overlaps with the execution of task t (executor futures).
+    """
+    from dataclasses import replace
+
+    groups: dict[str, list[Request]] = {}
+    for req in requests:
+        groups.setdefault(req.task_id, []).append(req)
+    pending = None
+    for task_id, reqs in groups.items():
+        problem = problems[task_id]
+        call_params = replace(params, n=1, seed=stable_seed(seed, task_id, reqs[0].mode, reqs[0].round))
+        completions = [c[0] for c in generator.generate([r.messages for r in reqs], call_params)]
+        submitted = []
+        for req, completion in zip(reqs, completions):
+            parsed = parse_completion(completion.text, mode=req.mode, entry_point=problem.entry_point,
+                                      starter_code=problem.starter_code)
+            code = build_program(parsed.code, problem.starter_code, problem.entry_point)
+            job_id = f"{task_id}|{req.mode}|{req.round}|{req.sample_id}"
+            futures = [executor.submit(job) for job in jobs_for(problem, code, job_id)]
+            submitted.append((req, completion, parsed, code, futures))
+        if pending is not None:
+            yield _collect(problems, pending)
+        pending = submitted
+    if pending is not None:
+        yield _collect(problems, pending)
+
+
+def _collect(problems: dict, submitted: list) -> list[Attempt]:
+    attempts = []
+    for req, completion, parsed, code, futures in submitted:
+        results = [f.result() for f in futures]
+        base, plus = results[0], (results[1] if len(results) > 1 else None)
+        attempts.append(_attempt(req, problems[req.task_id], completion, base, plus, code, parsed))
+    return attempts
+
+
+def execute_programs(executor: Executor, problem, codes: Iterable[str], fail_fast: bool = True,
+                     job_prefix: str = "") -> list[tuple[ExecResult, ExecResult | None]]:
+    """Run ready-made programs (e.g. a samples file) on a problem's base (+plus) tests."""
+    futures = []
+    for i, code in enumerate(codes):
+        futures.append([executor.submit(j) for j in jobs_for(problem, code, f"{job_prefix}{i}", fail_fast)])
+    return [(fs[0].result(), fs[1].result() if len(fs) > 1 else None) for fs in futures]

@@ -1,0 +1,355 @@
+"""evaluate.py's library: pass@k of initial code and of (iterative) self-refinement, LeDex §4.1.
+
+For each dataset: n initial samples per task -> execute -> for every failing sample ONE refinement
+per round (mode refine or explain_refine), `rounds` times -> pass@k per round, where a sample
+counts as solved if its initial code or any refinement so far passes; plus the success refinement
+rate. Every attempt is appended to `samples.jsonl` as soon as it exists; a rerun resumes from it.
+
+`score_samples` scores an existing EvalPlus samples file instead, with no model, and writes
+`eval_results.json` in EvalPlus's format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, fields
+from datetime import datetime
+from pathlib import Path
+
+from selfdebug import metrics as M
+from selfdebug.artifacts import JsonlLog
+from selfdebug.config import EvaluateConfig, ExecutionConfig
+from selfdebug.data import DataError, Dataset, load_dataset
+from selfdebug.episode import INIT, Attempt, initial_requests, refine_request, sample_and_execute
+from selfdebug.execution import Executor, SandboxConfig
+
+log = logging.getLogger(__name__)
+
+STAGE_LABELS = {INIT: "Init.", "refine": "Refine", "explain_refine": "Expl.+Refine"}
+
+
+def sandbox_config(ecfg: ExecutionConfig) -> SandboxConfig:
+    values = {f.name: getattr(ecfg, f.name) for f in fields(SandboxConfig)}
+    values["extra_binds"] = tuple(values["extra_binds"])
+    return SandboxConfig(**values)
+
+
+def load_datasets(cfg: EvaluateConfig) -> dict[str, Dataset]:
+    return {key: load_dataset(d.name, split=d.split, path=d.path, limit=d.limit, task_ids=d.task_ids)
+            for key, d in cfg.dataset.items()}
+
+
+def build_generator(cfg: EvaluateConfig):
+    """The configured backend over the configured model (+ a LoRA adapter from train.py)."""
+    from selfdebug.generation import make_generator
+    from selfdebug.models import resolve_model
+
+    path = resolve_model(cfg.model.source)
+    kwargs = dict(chat_format=cfg.model.chat_format, dtype=cfg.model.dtype, batch_size=cfg.backend.batch_size)
+    if cfg.model.adapter:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from selfdebug.generation.hf import DTYPES
+
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.model.dtype])
+        model = PeftModel.from_pretrained(base, cfg.model.adapter).merge_and_unload()
+        return make_generator(cfg.backend.name, model=model, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
+    return make_generator(cfg.backend.name, path, **kwargs)
+
+
+def evaluate(cfg: EvaluateConfig, *, generator=None, datasets: dict[str, Dataset] | None = None) -> dict[str, float]:
+    """Run the evaluation described by cfg into cfg.output_dir; returns flat metrics."""
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    datasets = datasets if datasets is not None else load_datasets(cfg)
+    if cfg.samples:
+        return score_samples(cfg, datasets, run_dir)
+    from selfdebug.generation import SamplingParams
+
+    init_params = SamplingParams(n=1, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                                 max_new_tokens=cfg.sampling.max_new_tokens)
+    refine_params = SamplingParams(n=1, temperature=cfg.refine_sampling.temperature,
+                                   top_p=cfg.refine_sampling.top_p,
+                                   max_new_tokens=cfg.refine_sampling.max_new_tokens)
+    samples_log = JsonlLog(run_dir / "samples.jsonl")
+    done = _load_done(samples_log)
+    t0 = time.monotonic()
+    owns_generator = generator is None
+    generator = generator or build_generator(cfg)
+    results: dict[str, list[Attempt]] = {}
+    try:
+        with Executor(sandbox_config(cfg.execution)) as executor:
+            for key, ds in datasets.items():
+                run = _DatasetRun(key, ds, done.get(key, {}), samples_log, generator, executor)
+                run.initial(cfg.sampling.n, init_params, cfg.sampling.seed)
+                for mode in cfg.modes:
+                    run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed)
+                results[key] = list(run.attempts.values())
+    finally:
+        if owns_generator:
+            generator.close()
+    out = compute_metrics(datasets, results, cfg.modes, cfg.rounds, cfg.k)
+    out["time/total_s"] = time.monotonic() - t0
+    print(results_table(out, datasets, cfg.modes, cfg.rounds, cfg.k))
+    return out
+
+
+def _load_done(samples_log: JsonlLog) -> dict[str, dict[tuple, Attempt]]:
+    """Attempts already in the log, by dataset and key. An engine error is not a result: dropping
+    it here makes the rerun execute that attempt again."""
+    done: dict[str, dict[tuple, Attempt]] = {}
+    for record in samples_log.read():
+        attempt = Attempt.from_record(record)
+        if not attempt.engine_error:
+            done.setdefault(record["dataset"], {})[attempt.key()] = attempt
+    return done
+
+
+class _DatasetRun:
+    """The attempts of one dataset, grown round by round and appended to the shared log."""
+
+    def __init__(self, key: str, ds: Dataset, done: dict, samples_log: JsonlLog, generator, executor):
+        self.key, self.ds, self.log = key, ds, samples_log
+        self.problems = {p.task_id: p for p in ds.problems}
+        self.attempts: dict[tuple, Attempt] = {k: a for k, a in done.items() if a.task_id in self.problems}
+        self.generator, self.executor = generator, executor
+
+    def _run(self, requests, params, seed: int, desc: str) -> None:
+        todo = [r for r in requests if (r.mode, r.round, r.task_id, r.sample_id) not in self.attempts]
+        if not todo:
+            return
+        from tqdm import tqdm
+
+        n_tasks = len({r.task_id for r in todo})
+        with tqdm(total=n_tasks, desc=f"{self.key} {desc}", unit="task", dynamic_ncols=True) as bar:
+            for attempts in sample_and_execute(self.generator, self.executor, self.problems, todo, params,
+                                               seed=f"{seed}|{self.key}"):
+                self.log.append([{"dataset": self.key, **a.to_record()} for a in attempts])
+                for a in attempts:
+                    self.attempts[a.key()] = a
+                    if a.engine_error:
+                        log.warning("engine error on %s; it is excluded from the metrics and retried "
+                                    "on the next run", a.key())
+                bar.update(1)
+
+    def initial(self, n: int, params, seed: int) -> None:
+        requests = [r for p in self.ds.problems for r in initial_requests(p, n)]
+        self._run(requests, params, seed, "initial")
+
+    def refine(self, mode: str, rounds: int, params, seed: int) -> None:
+        for rnd in range(1, rounds + 1):
+            wrong = [a for a in self.latest(mode, rnd - 1) if not a.passed and not a.engine_error]
+            requests = [refine_request(self.problems[a.task_id], a, mode) for a in wrong]
+            self._run(requests, params, seed, f"{mode} round {rnd}")
+
+    def latest(self, mode: str, rnd: int) -> list[Attempt]:
+        """The newest attempt of every sample chain at round <= rnd (round 0 = initial samples)."""
+        newest: dict[tuple, Attempt] = {}
+        for a in self.attempts.values():
+            if (a.mode == INIT or a.mode == mode) and a.round <= rnd:
+                chain = (a.task_id, a.sample_id)
+                if chain not in newest or a.round > newest[chain].round:
+                    newest[chain] = a
+        return list(newest.values())
+
+
+# ----------------------------------------------------------------------------- metrics
+def first_pass_rounds(attempts: list[Attempt], task_ids: list[str], mode: str, strict: bool) -> list[list]:
+    """Per task, per sample chain: the first round whose attempt passed (None = never), for
+    metrics.summarize_rounds. Chains whose initial attempt hit an engine error are left out."""
+    chains: dict[str, dict[int, int | None]] = {t: {} for t in task_ids}
+    ordered = sorted((a for a in attempts if a.mode in (INIT, mode)), key=lambda a: a.round)
+    for a in ordered:
+        per_task = chains.setdefault(a.task_id, {})
+        if a.round == 0:
+            if a.engine_error:
+                continue
+            per_task[a.sample_id] = None
+        if a.sample_id not in per_task or per_task[a.sample_id] is not None:
+            continue
+        if (a.passed if strict else a.base_passed):
+            per_task[a.sample_id] = a.round
+    return [list(chains[t].values()) for t in task_ids if chains[t]]
+
+
+def _criteria(ds: Dataset, key: str) -> list[tuple[str, bool]]:
+    """(metric prefix, strict) pairs: "+" datasets report base+plus and, under /base, base only."""
+    has_plus = any(p.plus is not None for p in ds.problems)
+    return [(f"eval/{key}", True), (f"eval/{key}/base", False)] if has_plus else [(f"eval/{key}", False)]
+
+
+def compute_metrics(datasets: dict[str, Dataset], results: dict[str, list[Attempt]], modes, rounds: int,
+                    ks) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, ds in datasets.items():
+        task_ids = [p.task_id for p in ds.problems]
+        attempts = results.get(key, [])
+        out[f"eval/{key}/n_tasks"] = len(task_ids)
+        out[f"eval/{key}/engine_errors"] = sum(a.engine_error for a in attempts)
+        out[f"eval/{key}/{INIT}/tokens"] = sum(a.n_tokens for a in attempts if a.mode == INIT)
+        for mode in modes:
+            out[f"eval/{key}/{mode}/tokens"] = sum(a.n_tokens for a in attempts if a.mode == mode)
+        for prefix, strict in _criteria(ds, key):
+            for mode in modes:
+                summaries = M.summarize_rounds(first_pass_rounds(attempts, task_ids, mode, strict), rounds, ks)
+                for s in summaries:
+                    stage = f"{INIT}" if s.round == 0 else f"{mode}/round{s.round}"
+                    for k, v in s.pass_at.items():
+                        out[f"{prefix}/{stage}/pass@{k}"] = v
+                    if s.round > 0:
+                        out[f"{prefix}/{stage}/refine_rate"] = s.refinement_success_rate
+                        out[f"{prefix}/{stage}/n_wrong"] = s.n_wrong_initial
+                        out[f"{prefix}/{stage}/n_fixed"] = s.n_fixed
+    out.update(_overall(datasets, out))
+    return out
+
+
+def _overall(datasets: dict[str, Dataset], out: dict[str, float]) -> dict[str, float]:
+    """The paper's "overall" columns: task-count-weighted means. `overall` uses the base tests of
+    every dataset (like MBPP & HumanEval), `overall_plus` the base+plus of the "+" datasets."""
+    groups: dict[str, dict[str, str]] = {"eval/overall": {}, "eval/overall_plus": {}}
+    for key, ds in datasets.items():
+        has_plus = any(p.plus is not None for p in ds.problems)
+        groups["eval/overall"][key] = f"eval/{key}/base" if has_plus else f"eval/{key}"
+        if has_plus:
+            groups["eval/overall_plus"][key] = f"eval/{key}"
+    combined: dict[str, float] = {}
+    for group, prefixes in groups.items():
+        if len(prefixes) < 2:
+            continue
+        suffixes = {k[len(p):] for p in prefixes.values() for k in out if k.startswith(p + "/") and "pass@" in k}
+        for suffix in sorted(suffixes):
+            values = {d: out.get(p + suffix) for d, p in prefixes.items()}
+            if any(v is None for v in values.values()):
+                continue
+            combined[group + suffix] = M.overall(values, {d: len(datasets[d].problems) for d in values})
+    return combined
+
+
+def results_table(out: dict[str, float], datasets: dict[str, Dataset], modes, rounds: int, ks) -> str:
+    """The terminal table in the paper's Table 2 layout: stages as rows, dataset pass@k as columns."""
+    columns, prefixes = [], []
+    for key, ds in datasets.items():
+        for prefix, strict in _criteria(ds, key):
+            label = prefix[len("eval/"):].replace("/base", " (base)")
+            for k in ks:
+                columns.append(f"{label} p@{k}")
+                prefixes.append((prefix, k))
+    rows: dict[str, dict[str, float]] = {}
+    stages = [(STAGE_LABELS[INIT], INIT)] + [
+        (STAGE_LABELS[m] + ("" if r == 1 else f" r{r}"), f"{m}/round{r}") for r in range(1, rounds + 1) for m in modes]
+    for label, stage in stages:
+        rows[label] = {col: out.get(f"{p}/{stage}/pass@{k}") for col, (p, k) in zip(columns, prefixes)}
+    rates = {f"{STAGE_LABELS[m]} r{r}": out.get(f"eval/{k}/{m}/round{r}/refine_rate")
+             for m in modes for r in range(1, rounds + 1) for k in datasets}
+    table = M.format_table(rows, columns)
+    rate_lines = [f"  {label}: {M._percent(v)}%" for label, v in rates.items() if v is not None]
+    return table + ("\nSuccess refinement rate (last dataset):\n" + "\n".join(rate_lines) if rate_lines else "")
+
+
+# ----------------------------------------------------------------------------- samples= scoring
+class SamplesError(ValueError):
+    """A samples file that cannot be scored; the message names the line and the fix."""
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """EvalPlus samples: one JSON object per line with `task_id` and `solution` or `completion`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamplesError(f"samples file not found: {path} (pass samples=PATH to an EvalPlus .jsonl)")
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SamplesError(f"{path}, line {lineno}: not JSON ({exc.msg}); each line must be one JSON object") from exc
+            if not isinstance(sample, dict) or not isinstance(sample.get("task_id"), str):
+                raise SamplesError(f"{path}, line {lineno}: needs a string `task_id`")
+            code = sample.get("solution", sample.get("completion"))
+            if not isinstance(code, str):
+                raise SamplesError(f"{path}, line {lineno}: needs a string `solution` or `completion`")
+            samples.append(sample)
+    if not samples:
+        raise SamplesError(f"{path}: no samples in the file")
+    return samples
+
+
+def _fail_tests(result, tests) -> list:
+    """EvalPlus's `*_fail_tests` without test_details: the last input it processed."""
+    if result is None or result.status == "pass" or result.n_done == 0:
+        return []
+    return [_jsonable(tests[result.n_done - 1])]
+
+
+def _jsonable(value):
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [_jsonable(v) for v in sorted(value, key=repr)]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)):
+        return repr(value)
+    return value
+
+
+def score_samples(cfg: EvaluateConfig, datasets: dict[str, Dataset], run_dir: Path) -> dict[str, float]:
+    if len(datasets) != 1:
+        raise DataError(f"samples= scores one dataset at a time; got {sorted(datasets)}: pass e.g. dataset=humaneval_plus")
+    [(key, ds)] = datasets.items()
+    problems = {p.task_id: p for p in ds.problems}
+    samples = read_samples(cfg.samples)
+    unknown = sorted({s["task_id"] for s in samples} - problems.keys())
+    if unknown:
+        log.warning("%d task ids of the samples file are not in %s (ignored): %s", len(unknown), key, unknown[:5])
+    samples = [s for s in samples if s["task_id"] in problems]
+    if not samples:
+        raise SamplesError(f"{cfg.samples}: none of its task ids are in dataset {key} ({ds.version})")
+    # EvalPlus: solution as given, else prompt + completion; no sanitizing.
+    codes = [s["solution"] if "solution" in s else problems[s["task_id"]].prompt + s["completion"] for s in samples]
+    from selfdebug.episode import jobs_for
+
+    t0 = time.monotonic()
+    with Executor(sandbox_config(cfg.execution)) as executor:
+        futures = [[executor.submit(j) for j in jobs_for(problems[s["task_id"]], code, f"s{i}")]
+                   for i, (s, code) in enumerate(zip(samples, codes))]
+        from tqdm import tqdm
+
+        results = [(fs[0].result(), fs[1].result() if len(fs) > 1 else None)
+                   for fs in tqdm(futures, desc=f"score {key}", unit="sample", dynamic_ncols=True)]
+    elapsed = time.monotonic() - t0
+    per_task: dict[str, list[dict]] = {}
+    for sample, code, (base, plus) in zip(samples, codes, results):
+        p = problems[sample["task_id"]]
+        per_task.setdefault(p.task_id, []).append({
+            "task_id": p.task_id, "solution": code,
+            "base_status": base.evalplus_status(), "plus_status": plus.evalplus_status() if plus else None,
+            "base_fail_tests": _fail_tests(base, p.base.tests),
+            "plus_fail_tests": _fail_tests(plus, p.plus.tests) if plus else [],
+        })
+    report = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "hash": ds.sha256, "eval": per_task}
+    out_path = run_dir / "eval_results.json"
+    out_path.write_text(json.dumps(report))
+    errors = sum(b.status == "error" or (p is not None and p.status == "error") for b, p in results)
+    out = {f"eval/{key}/samples/n": len(samples), f"eval/{key}/samples/engine_errors": errors,
+           f"eval/{key}/samples/programs_per_s": len(samples) / elapsed if elapsed else 0.0}
+    counts_base = [(len(r), sum(x["base_status"] == "pass" for x in r)) for r in per_task.values()]
+    counts_plus = [(len(r), sum(x["base_status"] == x["plus_status"] == "pass" for x in r)) for r in per_task.values()]
+    has_plus = any(p.plus is not None for p in ds.problems)
+    for k in M.reportable_ks(counts_base, cfg.k):
+        out[f"eval/{key}/base/samples/pass@{k}" if has_plus else f"eval/{key}/samples/pass@{k}"] = \
+            M.mean_pass_at_k(counts_base, k)
+        if has_plus:
+            out[f"eval/{key}/samples/pass@{k}"] = M.mean_pass_at_k(counts_plus, k)
+    print(f"Scored {len(samples)} samples of {key} in {elapsed:.1f} s -> {out_path}")
+    for name, value in out.items():
+        if "pass@" in name:
+            print(f"  {name}: {100 * value:.2f}")
+    return out

@@ -1,0 +1,195 @@
+"""evaluate: the episode loop, metrics, resume after a kill, samples= scoring, the entry script."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from selfdebug import evaluation
+from selfdebug.config import EvaluateConfig, compose, to_typed
+from selfdebug.data import load_dataset
+from selfdebug.generation import Completion
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+HEP = SHARED / "HumanEvalPlus-v0.1.10.jsonl.gz"
+pytestmark = pytest.mark.skipif(not HEP.exists(), reason="../shared/data is not beside the repo")
+
+TASKS = ["HumanEval/0", "HumanEval/2"]
+
+
+@pytest.fixture(scope="module")
+def humaneval_plus():
+    return load_dataset("humaneval_plus", path=HEP, task_ids=TASKS)
+
+
+def make_cfg(tmp_path, *overrides) -> EvaluateConfig:
+    cfg = compose("evaluate", [f"dataset.humaneval_plus.path={HEP}", "sampling.n=3", "k=[1,2]",
+                               "execution.workers=2", *overrides], output_dir=tmp_path)
+    return to_typed(cfg, EvaluateConfig)
+
+
+class ScriptedGenerator:
+    """Test double for the LLM (control flow only; the real-model path runs in the slow tests and
+    the quickstart): initial samples are wrong, refinements return the canonical solution in the
+    layout each mode asks for."""
+
+    def __init__(self, problems, fail_after: int | None = None):
+        self.by_prompt = problems
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def generate(self, conversations, params):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        out = []
+        for conv in conversations:
+            problem = next(p for p in self.by_prompt if p.entry_point in conv[0]["content"])
+            if len(conv) == 1:  # initial: a wrong body
+                text = f"```python\n{problem.prompt}    return None\n```"
+            elif "explain" in conv[-1]["content"].lower():
+                text = f"The code returns None instead of computing the result.\n```python\n{problem.prompt}{problem.canonical_solution}```"
+            else:
+                text = f"```python\n{problem.prompt}{problem.canonical_solution}```"
+            out.append([Completion(text=text, n_tokens=len(text) // 4, finish_reason="stop")] * params.n)
+        return out
+
+    def close(self):
+        pass
+
+
+def test_episode_metrics_with_scripted_model(tmp_path, humaneval_plus):
+    cfg = make_cfg(tmp_path)
+    gen = ScriptedGenerator(humaneval_plus.problems)
+    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    assert out["eval/humaneval_plus/init/pass@1"] == 0.0
+    for mode in ("refine", "explain_refine"):
+        assert out[f"eval/humaneval_plus/{mode}/round1/pass@1"] == 1.0
+        assert out[f"eval/humaneval_plus/{mode}/round1/refine_rate"] == 1.0
+        assert out[f"eval/humaneval_plus/base/{mode}/round1/pass@2"] == 1.0
+        assert out[f"eval/humaneval_plus/{mode}/round1/n_wrong"] == 6  # 2 tasks x 3 samples
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 6 + 6 + 6
+    explained = [r for r in records if r["mode"] == "explain_refine"]
+    assert all(r["explanation"].startswith("The code returns None") for r in explained)
+    # the refinement prompt carries the wrong code and its execution feedback
+    first = next(r for r in records if r["mode"] == "refine")
+    assert "return None" in first["messages"][1]["content"]
+    assert "expect has_close_elements(" in first["messages"][2]["content"] or \
+           "expect truncate_number(" in first["messages"][2]["content"]
+
+
+def test_resume_after_interruption_never_duplicates(tmp_path, humaneval_plus):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems, fail_after=3),
+                            datasets={"humaneval_plus": humaneval_plus})
+    partial = (tmp_path / "samples.jsonl").read_text().splitlines()
+    assert 0 < len(partial) < 18
+    gen = ScriptedGenerator(humaneval_plus.problems)
+    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    keys = [(r["mode"], r["round"], r["task_id"], r["sample_id"]) for r in records]
+    assert len(keys) == len(set(keys)) == 18
+    assert records[: len(partial)] == [json.loads(line) for line in partial]  # nothing rewritten
+    assert gen.calls == 4  # the initial samples were kept: only 2 tasks x 2 modes of refinement ran
+    assert out["eval/humaneval_plus/refine/round1/pass@1"] == 1.0
+
+
+def test_iterative_rounds_stop_refining_solved_chains(tmp_path, humaneval_plus):
+    cfg = make_cfg(tmp_path, "rounds=3", "modes=[refine]")
+    gen = ScriptedGenerator(humaneval_plus.problems)
+    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert {r["round"] for r in records} == {0, 1}  # all fixed at round 1: nothing left for 2 and 3
+    assert out["eval/humaneval_plus/refine/round3/pass@1"] == 1.0
+
+
+def test_first_pass_rounds_strict_vs_base():
+    from selfdebug.episode import Attempt
+
+    def att(rnd, status, plus, mode="refine", sample=0):
+        return Attempt("T", sample, rnd, "init" if rnd == 0 else mode, "", "", "", "ok", status, plus, "")
+
+    attempts = [att(0, "pass", "fail"), att(1, "pass", "pass"), att(0, "fail", "fail", sample=1),
+                att(1, "fail", "fail", sample=1)]
+    assert evaluation.first_pass_rounds(attempts, ["T"], "refine", strict=True) == [[1, None]]
+    assert evaluation.first_pass_rounds(attempts, ["T"], "refine", strict=False) == [[0, None]]
+
+
+# ----------------------------------------------------------------------------- samples=
+def test_samples_file_scoring_in_evalplus_format(tmp_path, humaneval_plus):
+    samples = tmp_path / "samples.jsonl"
+    lines = []
+    for p in humaneval_plus.problems:
+        lines.append({"task_id": p.task_id, "completion": p.canonical_solution})
+        lines.append({"task_id": p.task_id, "solution": p.prompt + "    return None\n"})
+    samples.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cfg = make_cfg(tmp_path / "run", f"samples={samples}")
+    out = evaluation.evaluate(cfg, datasets={"humaneval_plus": humaneval_plus})
+    report = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert report["hash"] == humaneval_plus.sha256
+    for task_id in TASKS:
+        good, bad = report["eval"][task_id]
+        assert (good["base_status"], good["plus_status"]) == ("pass", "pass")
+        assert (bad["base_status"], bad["plus_status"]) == ("fail", "fail")
+        assert len(bad["base_fail_tests"]) == 1 and good["base_fail_tests"] == []
+    assert out["eval/humaneval_plus/samples/pass@1"] == 0.5
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("not json\n", "line 1"),
+    ('{"task_id": "HumanEval/0"}\n', "solution` or `completion"),
+    ('{"solution": "x"}\n', "task_id"),
+])
+def test_malformed_samples_file_names_the_line(tmp_path, content, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(evaluation.SamplesError, match=needle):
+        evaluation.read_samples(path)
+
+
+def test_entry_script_reports_user_errors_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "evaluate.py", f"samples={tmp_path}/missing.jsonl",
+                           f"dataset.humaneval_plus.path={HEP}", "dataset.humaneval_plus.limit=1",
+                           f"hydra.run.dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert "samples file not found" in output and "Traceback" not in output
+
+
+def test_kill_midway_then_resume_with_a_real_tiny_model(tmp_path, tiny_model_dir):
+    """evaluate.py is SIGKILLed once it has written some samples; the rerun completes the log
+    without duplicating or rewriting any line."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"dataset.humaneval_plus.path={HEP}",
+           "dataset.humaneval_plus.limit=3", "sampling.n=2", "sampling.max_new_tokens=16",
+           "refine_sampling.max_new_tokens=16", "k=[1]", "modes=[refine]", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = run_dir / "samples.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = log.read_text().splitlines()
+    assert before, "the run was killed before writing anything"
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    after = log.read_text().splitlines()
+    assert after[: len(before)] == before
+    keys = [(r["mode"], r["round"], r["task_id"], r["sample_id"]) for r in map(json.loads, after)]
+    assert len(keys) == len(set(keys))
+    assert {k for k in keys if k[0] == "init"} == {("init", 0, f"HumanEval/{t}", s) for t in range(3) for s in range(2)}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "eval/humaneval_plus/init/pass@1" in metrics and metrics["meta"]["dataset_hashes"]["humaneval_plus"]
