@@ -53,9 +53,12 @@ def build_generator(cfg: EvaluateConfig):
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from selfdebug.generation.hf import DTYPES
+        from selfdebug.generation.hf import load_dtype
 
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.model.dtype])
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(cfg.model.dtype, device))
         model = PeftModel.from_pretrained(base, cfg.model.adapter).merge_and_unload()
         return make_generator(cfg.backend.name, model=model, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
     return make_generator(cfg.backend.name, path, **kwargs)

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Iterable, Iterator
 
@@ -32,6 +33,7 @@ STATUSES = {"pass", "fail", "timeout"}
 VERDICTS = {"pass", "fail", "timeout", "skipped"}
 START_TIMEOUT_S = 60.0  # a cold worker imports numpy once; generous for loaded CI machines
 REPLY_GRACE_S = 30.0  # host-side margin over a job's own deadline before the worker is presumed hung
+SUITE_CACHE_BYTES = 1 << 30  # pickled suites one worker keeps; the oldest are dropped beyond this
 
 
 class WorkerDied(RuntimeError):
@@ -67,6 +69,9 @@ class _Worker:
         except OSError as exc:
             raise WorkerStartError(f"cannot start the execution worker: {exc}") from exc
         self.buf = bytearray()
+        # Suites this worker holds, oldest first (key -> (suite, pickled bytes)): a suite is sent
+        # once per worker, not with every program; HumanEval+/MBPP+ suites reach hundreds of MB.
+        self.suites: "OrderedDict[int, tuple[object, int]]" = OrderedDict()
         try:
             hello = self.read_line(time.monotonic() + START_TIMEOUT_S)
             if not json.loads(hello).get("ready"):
@@ -97,6 +102,21 @@ class _Worker:
         line, _, rest = bytes(self.buf).partition(b"\n")
         self.buf = bytearray(rest)
         return line
+
+    def attach_suite(self, payload: dict, suite) -> None:
+        """Put the suite in the payload unless this worker already holds it; evict the oldest."""
+        key = id(suite)
+        held = self.suites.get(key)
+        if held is not None and held[0] is suite:  # `is`: an id can be reused after garbage collection
+            self.suites.move_to_end(key)
+            payload["suite_key"] = key
+            return
+        blob = pickle.dumps(_suite_fields(suite), protocol=pickle.HIGHEST_PROTOCOL)
+        payload.update(suite_key=key, suite_blob=blob, evict=[])
+        self.suites[key] = (suite, len(blob))
+        while sum(size for _, size in self.suites.values()) > SUITE_CACHE_BYTES and len(self.suites) > 1:
+            old_key, _ = self.suites.popitem(last=False)
+            payload["evict"].append(old_key)
 
     def call(self, payload: dict, timeout_s: float) -> dict:
         data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
@@ -237,6 +257,7 @@ class Executor:
                     last_error = str(exc)
                     continue
             try:
+                worker.attach_suite(payload, job.suite)
                 reply = worker.call(payload, payload["deadline"] + REPLY_GRACE_S)
             except WorkerDied as exc:
                 self.stats["worker_deaths"] += 1
@@ -262,9 +283,7 @@ class Executor:
         own_uid = self.mode == "bwrap" and sandbox.worker_uid(index) is not None
         workdir = "/tmp/job" if self.mode == "bwrap" else os.path.join(self._tmp, f"worker{index}", "job")
         return {
-            "job_id": job.job_id, "code": job.code, "kind": suite.kind, "tests": list(suite.tests),
-            "expected": list(suite.expected), "time_limits": list(limits), "entry_point": suite.entry_point,
-            "setup": suite.setup, "atol": suite.atol, "oracle": suite.oracle, "fail_fast": job.fail_fast,
+            "job_id": job.job_id, "code": job.code, "time_limits": list(limits), "fail_fast": job.fail_fast,
             "deadline": deadline, "workdir": workdir,
             "limits": {
                 "memory_mb": cfg.memory_mb, "max_file_mb": cfg.max_file_mb,
@@ -275,6 +294,11 @@ class Executor:
                 "cpu_s": deadline + 1,
             },
         }
+
+
+def _suite_fields(suite) -> dict:
+    return {"kind": suite.kind, "tests": list(suite.tests), "expected": list(suite.expected),
+            "entry_point": suite.entry_point, "setup": suite.setup, "atol": suite.atol, "oracle": suite.oracle}
 
 
 def _engine_error(job: Job, detail: str) -> ExecResult:

@@ -480,8 +480,19 @@ def run_stdio_program(job: dict, i: int) -> None:
 
 
 # ----------------------------------------------------------------------------- worker side
+def _mapped_bytes() -> int:
+    """Address space this process maps already (the harness, numpy, cached test suites)."""
+    try:
+        with builtins.open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 def _set_limits(limits: dict) -> None:
-    mem = limits["memory_mb"] * 1024 * 1024
+    # memory_mb is what the PROGRAM may add on top of the harness it was forked from, so a worker
+    # holding large cached suites does not starve its programs (EvalPlus: 4 GiB per process).
+    mem = _mapped_bytes() + limits["memory_mb"] * 1024 * 1024
     for res, value in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_DATA, mem), (resource.RLIMIT_STACK, mem),
                        (resource.RLIMIT_FSIZE, limits["max_file_mb"] * 1024 * 1024),
                        (resource.RLIMIT_NOFILE, limits["max_open_files"]),
@@ -792,6 +803,7 @@ def main() -> None:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)  # fallback mode: orphans come back to us to be killed
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     stdin, stdout = sys.stdin.buffer, sys.stdout
+    suites: dict[int, dict] = {}  # suite key -> fields, as the pool sent them (it decides eviction)
     stdout.write(json.dumps({"ready": True, "pid": os.getpid(), "uid": os.getuid()}) + "\n")
     stdout.flush()
     while True:
@@ -800,6 +812,11 @@ def main() -> None:
             return
         (size,) = struct.unpack(">I", header)
         job = pickle.loads(stdin.read(size))
+        for key in job.pop("evict", ()):
+            suites.pop(key, None)
+        if "suite_blob" in job:
+            suites[job["suite_key"]] = pickle.loads(job.pop("suite_blob"))
+        job.update(suites[job["suite_key"]])  # tests, expected, kind, ...: shared, never copied
         try:
             result = run_job(job)
         except Exception as exc:  # an engine bug, not a verdict: the pool reports "error"
