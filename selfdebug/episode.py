@@ -131,29 +131,32 @@ def _attempt(req: Request, problem, completion, base: ExecResult, plus: ExecResu
 
 
 def sample_and_execute(generator, executor: Executor, problems: dict, requests: Sequence[Request],
-                       params, seed: int) -> Iterator[list[Attempt]]:
-    """For each task's group of requests (in order): sample one completion per request, parse,
-    execute base (+plus) tests. Yields the Attempts of one task at a time, so callers can append
-    them to their log as soon as they exist.
+                       params, seed, tasks_per_call: int = 1) -> Iterator[list[Attempt]]:
+    """Sample one completion per request, parse it, execute base (+plus) tests.
 
-    Generation of task t+1 overlaps with the execution of task t (executor futures).
+    Requests are batched by fixed chunks of `tasks_per_call` consecutive tasks of `problems` (an
+    ordered dict), each chunk sampled with a seed derived from (seed, chunk, mode, round) only, so
+    a resumed run samples exactly what an uninterrupted one would have. Yields the Attempts of one
+    chunk at a time (callers append them to their log at once); generation of chunk c+1 overlaps
+    with the execution of chunk c through the executor's futures.
     """
     from dataclasses import replace
 
-    groups: dict[str, list[Request]] = {}
+    position = {task_id: i for i, task_id in enumerate(problems)}
+    groups: dict[int, list[Request]] = {}
     for req in requests:
-        groups.setdefault(req.task_id, []).append(req)
+        groups.setdefault(position[req.task_id] // max(1, tasks_per_call), []).append(req)
     pending = None
-    for task_id, reqs in groups.items():
-        problem = problems[task_id]
-        call_params = replace(params, n=1, seed=stable_seed(seed, task_id, reqs[0].mode, reqs[0].round))
+    for chunk, reqs in sorted(groups.items()):
+        call_params = replace(params, n=1, seed=stable_seed(seed, chunk, reqs[0].mode, reqs[0].round))
         completions = [c[0] for c in generator.generate([r.messages for r in reqs], call_params)]
         submitted = []
         for req, completion in zip(reqs, completions):
+            problem = problems[req.task_id]
             parsed = parse_completion(completion.text, mode=req.mode, entry_point=problem.entry_point,
                                       starter_code=problem.starter_code)
             code = build_program(parsed.code, problem.starter_code, problem.entry_point)
-            job_id = f"{task_id}|{req.mode}|{req.round}|{req.sample_id}"
+            job_id = f"{req.task_id}|{req.mode}|{req.round}|{req.sample_id}"
             futures = [executor.submit(job) for job in jobs_for(problem, code, job_id)]
             submitted.append((req, completion, parsed, code, futures))
         if pending is not None:

@@ -87,7 +87,8 @@ def evaluate(cfg: EvaluateConfig, *, generator=None, datasets: dict[str, Dataset
     try:
         with Executor(sandbox_config(cfg.execution)) as executor:
             for key, ds in datasets.items():
-                run = _DatasetRun(key, ds, done.get(key, {}), samples_log, generator, executor)
+                run = _DatasetRun(key, ds, done.get(key, {}), samples_log, generator, executor,
+                                  rows_per_call=cfg.backend.batch_size)
                 run.initial(cfg.sampling.n, init_params, cfg.sampling.seed)
                 for mode in cfg.modes:
                     run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed)
@@ -115,39 +116,44 @@ def _load_done(samples_log: JsonlLog) -> dict[str, dict[tuple, Attempt]]:
 class _DatasetRun:
     """The attempts of one dataset, grown round by round and appended to the shared log."""
 
-    def __init__(self, key: str, ds: Dataset, done: dict, samples_log: JsonlLog, generator, executor):
+    def __init__(self, key: str, ds: Dataset, done: dict, samples_log: JsonlLog, generator, executor,
+                 rows_per_call: int):
         self.key, self.ds, self.log = key, ds, samples_log
         self.problems = {p.task_id: p for p in ds.problems}
         self.attempts: dict[tuple, Attempt] = {k: a for k, a in done.items() if a.task_id in self.problems}
         self.generator, self.executor = generator, executor
+        self.rows_per_call = rows_per_call
+        self.n = 1
 
-    def _run(self, requests, params, seed: int, desc: str) -> None:
+    def _run(self, requests, params, seed: int, desc: str, rows_per_task: int) -> None:
         todo = [r for r in requests if (r.mode, r.round, r.task_id, r.sample_id) not in self.attempts]
         if not todo:
             return
         from tqdm import tqdm
 
-        n_tasks = len({r.task_id for r in todo})
-        with tqdm(total=n_tasks, desc=f"{self.key} {desc}", unit="task", dynamic_ncols=True) as bar:
+        # Fill a generation batch with whole tasks; the chunking is fixed per run (see episode).
+        tasks_per_call = max(1, self.rows_per_call // max(1, rows_per_task))
+        with tqdm(total=len(todo), desc=f"{self.key} {desc}", unit="sample", dynamic_ncols=True) as bar:
             for attempts in sample_and_execute(self.generator, self.executor, self.problems, todo, params,
-                                               seed=f"{seed}|{self.key}"):
+                                               seed=f"{seed}|{self.key}", tasks_per_call=tasks_per_call):
                 self.log.append([{"dataset": self.key, **a.to_record()} for a in attempts])
                 for a in attempts:
                     self.attempts[a.key()] = a
                     if a.engine_error:
                         log.warning("engine error on %s; it is excluded from the metrics and retried "
                                     "on the next run", a.key())
-                bar.update(1)
+                bar.update(len(attempts))
 
     def initial(self, n: int, params, seed: int) -> None:
         requests = [r for p in self.ds.problems for r in initial_requests(p, n)]
-        self._run(requests, params, seed, "initial")
+        self.n = n
+        self._run(requests, params, seed, "initial", rows_per_task=n)
 
     def refine(self, mode: str, rounds: int, params, seed: int) -> None:
         for rnd in range(1, rounds + 1):
             wrong = [a for a in self.latest(mode, rnd - 1) if not a.passed and not a.engine_error]
             requests = [refine_request(self.problems[a.task_id], a, mode) for a in wrong]
-            self._run(requests, params, seed, f"{mode} round {rnd}")
+            self._run(requests, params, seed, f"{mode} round {rnd}", rows_per_task=self.n)
 
     def latest(self, mode: str, rnd: int) -> list[Attempt]:
         """The newest attempt of every sample chain at round <= rnd (round 0 = initial samples)."""

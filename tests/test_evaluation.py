@@ -32,7 +32,7 @@ def humaneval_plus():
 
 def make_cfg(tmp_path, *overrides) -> EvaluateConfig:
     cfg = compose("evaluate", [f"dataset.humaneval_plus.path={HEP}", "sampling.n=3", "k=[1,2]",
-                               "execution.workers=2", *overrides], output_dir=tmp_path)
+                               "execution.workers=2", "backend.batch_size=3", *overrides], output_dir=tmp_path)
     return to_typed(cfg, EvaluateConfig)
 
 
