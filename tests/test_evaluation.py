@@ -160,7 +160,7 @@ def test_malformed_samples_file_names_the_line(tmp_path, content, needle):
 def test_entry_script_reports_user_errors_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "evaluate.py", f"samples={tmp_path}/missing.jsonl",
                            f"dataset.humaneval_plus.path={HEP}", "dataset.humaneval_plus.limit=1",
-                           f"hydra.run.dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "tracking=none", f"hydra.run.dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     output = proc.stdout + proc.stderr
     assert "samples file not found" in output and "Traceback" not in output
@@ -172,7 +172,7 @@ def test_kill_midway_then_resume_with_a_real_tiny_model(tmp_path, tiny_model_dir
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"dataset.humaneval_plus.path={HEP}",
            "dataset.humaneval_plus.limit=3", "sampling.n=2", "sampling.max_new_tokens=16",
-           "refine_sampling.max_new_tokens=16", "k=[1]", "modes=[refine]", f"hydra.run.dir={run_dir}"]
+           "refine_sampling.max_new_tokens=16", "k=[1]", "modes=[refine]", "tracking=none", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run_dir / "samples.jsonl"

@@ -202,7 +202,6 @@ def test_stdio_output_flood_is_cut(ex):
     assert_pool_alive(ex)
 
 
-@pytest.mark.slow
 def test_soak_thousands_of_mixed_programs():
     """No lost or duplicated result, pool memory bounded, workers recycled after crashes."""
     import resource
