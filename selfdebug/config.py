@@ -117,6 +117,9 @@ class SamplingConfig:
     top_p: float = 0.95
     max_new_tokens: int = MISSING  # tokens, per sample
     seed: int = 0
+    # Extra stop strings (the chat format's end of turn always stops). "\n```\n" ends a sample at
+    # its first closed code block: instruct models tend to add prose after the code.
+    stop: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,15 +47,23 @@ def build_generator(cfg: EvaluateConfig):
     from selfdebug.generation import make_generator
     from selfdebug.models import resolve_model
 
+    backend = {k: v for k, v in asdict(cfg.backend).items() if k != "name"}  # each backend ignores the rest
+    kwargs = dict(chat_format=cfg.model.chat_format, dtype=cfg.model.dtype, **backend)
+    if cfg.backend.name == "openai":  # the server holds the model: send its name, load nothing here
+        if cfg.model.adapter:
+            raise ValueError("model.adapter cannot be applied through backend=openai: serve the adapted model")
+        return make_generator("openai", cfg.model.source, **kwargs)
     path = resolve_model(cfg.model.source)
-    kwargs = dict(chat_format=cfg.model.chat_format, dtype=cfg.model.dtype, batch_size=cfg.backend.batch_size)
+    if cfg.model.adapter and cfg.backend.name == "vllm":
+        generator = make_generator("vllm", path, enable_lora=True, **kwargs)
+        generator.load_lora(cfg.model.adapter)
+        return generator
     if cfg.model.adapter:
+        import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from selfdebug.generation.hf import load_dtype
-
-        import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         base = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(cfg.model.dtype, device))
@@ -74,10 +82,11 @@ def evaluate(cfg: EvaluateConfig, *, generator=None, datasets: dict[str, Dataset
     from selfdebug.generation import SamplingParams
 
     init_params = SamplingParams(n=1, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                                 max_new_tokens=cfg.sampling.max_new_tokens)
+                                 max_new_tokens=cfg.sampling.max_new_tokens, stop=tuple(cfg.sampling.stop))
     refine_params = SamplingParams(n=1, temperature=cfg.refine_sampling.temperature,
                                    top_p=cfg.refine_sampling.top_p,
-                                   max_new_tokens=cfg.refine_sampling.max_new_tokens)
+                                   max_new_tokens=cfg.refine_sampling.max_new_tokens,
+                                   stop=tuple(cfg.refine_sampling.stop))
     samples_log = JsonlLog(run_dir / "samples.jsonl")
     done = _load_done(samples_log)
     t0 = time.monotonic()

@@ -1,7 +1,12 @@
 """Generator interface shared by all backends; backends import their heavy deps lazily.
 
 A backend takes chat conversations ([{"role", "content"}, ...]) and renders them itself: the HF and
-vLLM backends with selfdebug.chat.render_chat, an OpenAI-compatible server sends them as is.
+vLLM backends with selfdebug.chat.render_chat, an OpenAI-compatible server sends them as is (the
+server applies its own chat template).
+
+Backends: "hf" (generation/hf.py, transformers), "vllm" (generation/vllm.py, vLLM's offline engine),
+"openai" (generation/openai.py, any OpenAI-compatible chat server: OpenAI, `vllm serve`,
+`python -m selfdebug.serve`).
 """
 
 from __future__ import annotations
@@ -51,13 +56,54 @@ class Generator(Protocol):
         ...
 
 
+class BackendError(RuntimeError):
+    """A backend cannot run (server unreachable, engine not installed, request refused); the
+    message names the URL or package and the fix. Entry scripts print it instead of a traceback."""
+
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # backend.base_url: null
+
+# Every knob of the flat model/backend config that some backend reads. make_generator drops the ones
+# the chosen backend does not read (conf/backend/*.yaml: "fields a backend does not use are
+# ignored"), so callers can pass the whole config; any other unexpected keyword is still an error.
+CONFIG_KWARGS = frozenset({
+    "chat_format", "dtype", "batch_size",  # hf, vllm (batch_size: hf only)
+    "base_url", "api_key_env", "max_concurrency", "request_timeout_s", "max_retries", "cache_dir",  # openai
+    "tensor_parallel_size", "gpu_memory_utilization",  # vllm
+})
+
+
+def _for_backend(kwargs: dict[str, Any], reads: set[str]) -> dict[str, Any]:
+    """kwargs without the config knobs this backend does not read."""
+    return {k: v for k, v in kwargs.items() if k not in CONFIG_KWARGS or k in reads}
+
+
 def make_generator(backend_name: str, model_path: str | Path | None = None, **kwargs: Any) -> Generator:
-    """Build a backend by name; each branch imports its (heavy) dependency only when chosen."""
+    """Build a backend by name; each branch imports its (heavy) dependency only when chosen.
+
+    model_path: an HF folder / hub id for hf and vllm; for openai, the model NAME the server serves
+    (e.g. "gpt-3.5-turbo", or what `GET {base_url}/models` lists).
+    kwargs: the backend's constructor arguments, named like the BackendConfig / ModelConfig fields.
+    """
     if backend_name == "hf":
         from selfdebug.generation.hf import HFGenerator
 
-        return HFGenerator(model_path, **kwargs)
-    if backend_name in ("vllm", "openai"):
-        raise NotImplementedError(f"generation backend {backend_name!r} is not implemented yet: "
-                                  "use backend=hf")
+        return HFGenerator(model_path, **_for_backend(kwargs, {"chat_format", "dtype", "batch_size"}))
+    if backend_name == "vllm":
+        from selfdebug.generation.vllm import VLLMGenerator
+
+        reads = {"chat_format", "dtype", "tensor_parallel_size", "gpu_memory_utilization"}
+        return VLLMGenerator(model_path, **_for_backend(kwargs, reads))
+    if backend_name == "openai":
+        from selfdebug.generation.openai import OpenAIGenerator
+        from selfdebug.models import cache_root
+
+        if model_path is None:
+            raise ValueError("the openai backend needs the served model's name (model.source)")
+        kwargs = _for_backend(kwargs, {"base_url", "api_key_env", "max_concurrency", "request_timeout_s",
+                                       "max_retries", "cache_dir"})
+        base_url = kwargs.pop("base_url", None) or OPENAI_BASE_URL
+        # backend.cache_dir: null = $SELFDEBUG_CACHE/openai (a rerun of the same requests is free).
+        kwargs["cache_dir"] = kwargs.get("cache_dir") or cache_root() / "openai"
+        return OpenAIGenerator(base_url, str(model_path), **kwargs)
     raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, openai")
