@@ -158,3 +158,21 @@ def test_require_sandbox_refuses_to_run_unisolated(monkeypatch):
     monkeypatch.setattr(sandbox, "probe_bwrap", lambda: "the `bwrap` executable is not on PATH")
     with pytest.raises(SandboxUnavailable, match="require_sandbox=true.*apt-get install"):
         Executor(SandboxConfig(require_sandbox=True))
+
+
+def test_empty_suite_passes_once_the_program_loads(ex):
+    # EvalPlus: an empty input list passes (MBPP+'s Mbpp/793 has no plus inputs); a load error fails.
+    empty = TestSuite(kind="call", tests=(), expected=(), entry_point="f")
+    assert run(ex, "def f(x):\n    return x\n", empty).status == "pass"
+    assert run(ex, "def f(x)\n", empty).status == "fail"
+
+
+def test_large_nested_output_is_checked_fast(ex):
+    # Mbpp/255-sized output (150k tuples of 77 ints): the plain-value check must fit the test limit.
+    code = "def g(n):\n    return [tuple(range(i, i + 77)) for i in range(n)]\n"
+    expected = [tuple(range(i, i + 77)) for i in range(150_000)]
+    suite = TestSuite(kind="call", tests=([150_000],), expected=(expected,), entry_point="g", time_limits=(4.0,))
+    assert run(ex, code, suite).status == "pass"
+    nested_hostile = ("class A(int):\n    def __eq__(self, o):\n        return True\n"
+                      "def g(n):\n    return [tuple(range(i, i + 77)) for i in range(n - 1)] + [(A(0),) * 77]\n")
+    assert run(ex, nested_hostile, suite).status == "fail"

@@ -56,7 +56,9 @@ _GLOBALS = globals()
 # program code runs, and the harness uses only these references.
 _type, _isinstance, _len, _repr, _set, _abs, _id = type, isinstance, len, repr, set, abs, id
 _os_write, _os_exit, _perf = os.write, os._exit, time.perf_counter
-_setitimer, _signal = signal.setitimer, signal.signal
+import _signal as _c_signal_module  # noqa: E402  (C functions: no enum wrapping on every test)
+
+_setitimer, _signal = _c_signal_module.setitimer, _c_signal_module.signal
 _allclose = np.allclose if np is not None else None
 _format_exc_only = traceback.format_exception_only
 
@@ -91,33 +93,44 @@ def _plain_type(t: type) -> bool:
     return True
 
 
-def is_plain(x, _depth: int = 0, _seen=None) -> bool:
+_chain, _flatten = itertools.chain, itertools.chain.from_iterable
+
+
+def _children(x):
+    if _isinstance(x, dict):
+        return _chain(x.keys(), x.values())
+    if np is not None and _type(x) is np.ndarray:
+        return iter(x.ravel().tolist()) if x.dtype == object else iter(())
+    return iter(x)
+
+
+def is_plain(x) -> bool:
     """True iff x is built only from data types whose comparison code is trusted.
 
     A program can return an object whose __eq__ always answers True; such an object is not plain,
-    so comparisons against it fail instead of passing.
+    so comparisons against it fail instead of passing. Walked level by level, with the type scan
+    of each level done by C iterators: a correct 1.6M x 77 nested output (Mbpp/255) checks in
+    about a second instead of a minute of per-element Python calls.
     """
-    t = _type(x)
-    if not _plain_type(t):
-        return False
-    if _depth > 100:
-        return False
-    if np is not None and t is np.ndarray:
-        return x.dtype != object or all(is_plain(v, _depth + 1, _seen) for v in x.ravel().tolist())
-    if t in _SCALAR_TYPES or not any(issubclass(t, c) for c in _CONTAINER_TYPES):
-        return True
-    _seen = _seen if _seen is not None else _set()
-    if _id(x) in _seen:
-        return True
-    _seen.add(_id(x))
-    items = list(x.items()) if _isinstance(x, dict) else list(x)
-    for item in items:
-        if _isinstance(item, tuple) and _isinstance(x, dict):
-            if not (is_plain(item[0], _depth + 1, _seen) and is_plain(item[1], _depth + 1, _seen)):
-                return False
-        elif not is_plain(item, _depth + 1, _seen):
+    level = [x]
+    for _ in range(100):  # deeper than any test value: treat as not plain (also ends cycles)
+        types = _set(map(_type, level))
+        if not all(_plain_type(t) for t in types):
             return False
-    return True
+        if types <= _SCALAR_TYPES:
+            return True
+        containers = [v for v in level if _type(v) not in _SCALAR_TYPES and
+                      not (np is not None and _type(v) is np.ndarray and v.dtype != object)]
+        if not containers:
+            return True
+        child_types = _set(map(_type, _flatten(map(_children, containers))))
+        if not all(_plain_type(t) for t in child_types):
+            return False
+        if child_types <= _SCALAR_TYPES:
+            return True
+        level = [v for v in _flatten(map(_children, containers))
+                 if _type(v) not in _SCALAR_TYPES]
+    return False
 
 
 def safe_repr(x) -> str:
@@ -152,12 +165,15 @@ def trusted_truth(value) -> bool:
 
 # EvalPlus's special oracles (evalplus/eval/_special_oracle.py, Apache-2.0), copied so the worker
 # stays standalone.
+_pow, _sqrt = math.pow, math.sqrt
+
+
 def _poly(xs: list, x: float):
-    return sum([coeff * math.pow(x, i) for i, coeff in enumerate(xs)])
+    return sum([coeff * _pow(x, i) for i, coeff in enumerate(xs)])
 
 
 def _surface_area(base_edge, height):
-    slant_height = math.sqrt((base_edge / 2) ** 2 + height**2)
+    slant_height = _sqrt((base_edge / 2) ** 2 + height**2)
     return round(base_edge**2 + 4 * (base_edge * slant_height) / 2)
 
 
@@ -355,14 +371,14 @@ _dict_update = dict.update
 
 def _snapshot() -> None:
     """Remember builtins and this module's globals as they are before any program code runs."""
+    # operator and math are reached only through references captured at import, not module lookups.
     _SNAPSHOT[:] = [(builtins.__dict__, dict(builtins.__dict__)), (_GLOBALS, dict(_GLOBALS)),
-                    (json.__dict__, dict(json.__dict__)), (operator.__dict__, dict(operator.__dict__)),
-                    (math.__dict__, dict(math.__dict__))]
+                    (json.__dict__, dict(json.__dict__))]
 
 
 def _restore() -> None:
-    """Undo a program's monkeypatching of builtins, json, math, operator or this harness before
-    the harness compares anything."""
+    """Undo a program's monkeypatching of builtins, json or this harness before the harness
+    compares or reports anything."""
     for live, saved in _SNAPSHOT:
         _dict_update(live, saved)
 
@@ -433,7 +449,6 @@ def run_program(job: dict, emit: Emitter) -> None:
         return
     checker = CallChecker(job["atol"], job["oracle"]) if kind == "call" else None
     for i in range(_len(job["tests"])):
-        emit.send(start=i)
         verdict, feedback = "pass", ""
         try:
             if kind == "call":
@@ -667,23 +682,24 @@ def run_job(job: dict) -> dict:
 
 def _run_program_job(job: dict) -> dict:
     n = _len(job["tests"])
-    verdicts, state = ["skipped"] * n, {"feedback": "", "finished": False, "running": None}
+    verdicts, state = ["skipped"] * n, {"feedback": "", "finished": False, "running": 0 if n else None,
+                                        "load_error": False}
     token = os.urandom(16).hex()
 
     def on_msg(msg: dict) -> bool:
-        if "start" in msg:
-            state["running"] = msg["start"]
-        elif "i" in msg:
+        if "i" in msg:
             i = msg["i"]
-            if not (_isinstance(i, int) and 0 <= i < n and msg.get("v") in ("pass", "fail", "timeout")):
+            # Tests run in order and report as they end: the next verdict is for test `running`.
+            if i != state["running"] or msg.get("v") not in ("pass", "fail", "timeout"):
                 raise ValueError("bad verdict")
             verdicts[i] = msg["v"]
-            state["running"] = None
+            state["running"] = i + 1 if i + 1 < n else None
             if msg["v"] != "pass" and not state["feedback"]:
                 state["feedback"] = str(msg.get("fb", ""))[:2000]
         elif "load_error" in msg:
             state["feedback"] = str(msg["load_error"])[:2000]
-            state["finished"] = True
+            state["finished"] = state["load_error"] = True
+            state["running"] = None
             return True
         elif msg.get("done") is True:
             state["finished"] = True
@@ -710,7 +726,8 @@ def _run_program_job(job: dict) -> dict:
         feedback = state["feedback"] or f"The program stopped before finishing its tests ({detail or 'exited'})"
     else:
         feedback = state["feedback"]
-    all_pass = finished and n > 0 and all(v == "pass" for v in verdicts)
+    # An empty suite passes once the program loads, as in EvalPlus (MBPP+'s Mbpp/793 has no plus inputs).
+    all_pass = finished and not state["load_error"] and all(v == "pass" for v in verdicts)
     return _result(job, verdicts, feedback, runtime, finished, detail, killed, all_pass)
 
 
@@ -722,8 +739,6 @@ def _result(job, verdicts, feedback, runtime, finished, detail, killed, all_pass
         status = "timeout"
     else:
         status = "fail"
-    if not verdicts and not feedback:
-        feedback = "there are no tests to run"
     return {"job_id": job["job_id"], "status": status, "verdicts": verdicts, "feedback": feedback,
             "runtime_s": round(runtime, 6), "finished": finished, "detail": detail}
 
