@@ -33,7 +33,7 @@ STATUSES = {"pass", "fail", "timeout"}
 VERDICTS = {"pass", "fail", "timeout", "skipped"}
 START_TIMEOUT_S = 60.0  # a cold worker imports numpy once; generous for loaded CI machines
 REPLY_GRACE_S = 30.0  # host-side margin over a job's own deadline before the worker is presumed hung
-SUITE_CACHE_BYTES = 1 << 30  # pickled suites one worker keeps; the oldest are dropped beyond this
+SUITE_CACHE_BYTES = 64 << 20  # pickled suites one worker keeps (the newest always); small keeps fork() cheap
 
 
 class WorkerDied(RuntimeError):
