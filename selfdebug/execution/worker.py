@@ -133,11 +133,24 @@ def is_plain(x) -> bool:
     return False
 
 
-def safe_repr(x) -> str:
-    """repr for feedback, never running a program's own __repr__ and never unbounded."""
-    if not is_plain(x):
+def _make_repr():
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxset, r.maxfrozenset, r.maxdeque = 4, 30, 30, 30, 30, 30
+    r.maxdict, r.maxstring, r.maxlong, r.maxother = 20, MAX_REPR, MAX_REPR, MAX_REPR
+    return r.repr
+
+
+_bounded_repr = _make_repr()
+
+
+def safe_repr(x, trusted: bool = False) -> str:
+    """repr for feedback: bounded in size (reprlib) whatever the value, and never running a
+    program's own __repr__ (untrusted values must be plain)."""
+    if not trusted and not is_plain(x):
         return f"<{_type(x).__name__} object>"
-    text = _repr(x)
+    text = _bounded_repr(x)
     return text if _len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
 
 
@@ -482,7 +495,7 @@ def run_program(job: dict, emit: Emitter) -> None:
                     detail = f" ({exc})" if str(exc) else ""
                     call = f"{entry_point}({', '.join(safe_repr(a) for a in inp)})"
                     raise AssertionError(
-                        f"expect {call} == {safe_repr(job['expected'][i])}, but was {safe_repr(out)}{detail}")
+                        f"expect {call} == {safe_repr(job['expected'][i], trusted=True)}, but was {safe_repr(out)}{detail}")
             else:
                 code = compile(blocks[i], f"<test {i}>", "exec")
                 _timed(lambda: exec(code, namespace), limits[i], state)
