@@ -171,8 +171,12 @@ class HFGenerator:
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     """EOS ids from the model's generation config (may be a list) and the tokenizer."""
+    return merge_eos_ids(getattr(getattr(model, "generation_config", None), "eos_token_id", None), tokenizer)
+
+
+def merge_eos_ids(configured: int | list[int] | None, tokenizer: Any) -> set[int]:
+    """A generation config's eos_token_id (an id, a list or None) plus the tokenizer's EOS."""
     ids = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):
         ids.add(configured)
     elif configured:

@@ -163,18 +163,13 @@ def _eos_ids(model_path: str, tokenizer: Any) -> set[int]:
     """EOS ids from the model's generation_config.json (may be a list) and the tokenizer, as in hf.py."""
     from transformers import GenerationConfig
 
-    ids = set()
+    from selfdebug.generation.hf import merge_eos_ids
+
     try:
         configured = GenerationConfig.from_pretrained(model_path).eos_token_id
     except OSError:  # no generation_config.json
         configured = None
-    if isinstance(configured, int):
-        ids.add(configured)
-    elif configured:
-        ids.update(configured)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
+    return merge_eos_ids(configured, tokenizer)
 
 
 def _tokens_to_cover(tokenizer: Any, ids: list[int], prefix: str) -> int:
