@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from selfdebug.execution import ExecResult, Executor, Job
 from selfdebug.parsing import build_program, parse_completion
@@ -118,7 +118,7 @@ def jobs_for(problem, code: str, job_id: str, fail_fast: bool = True) -> list[Jo
     return jobs
 
 
-def _attempt(req: Request, problem, completion, base: ExecResult, plus: ExecResult | None,
+def _attempt(req: Request, completion, base: ExecResult, plus: ExecResult | None,
              code: str, parsed) -> Attempt:
     feedback = base.feedback if base.status != "pass" else (plus.feedback if plus is not None else "")
     return Attempt(
@@ -171,14 +171,5 @@ def _collect(problems: dict, submitted: list) -> list[Attempt]:
     for req, completion, parsed, code, futures in submitted:
         results = [f.result() for f in futures]
         base, plus = results[0], (results[1] if len(results) > 1 else None)
-        attempts.append(_attempt(req, problems[req.task_id], completion, base, plus, code, parsed))
+        attempts.append(_attempt(req, completion, base, plus, code, parsed))
     return attempts
-
-
-def execute_programs(executor: Executor, problem, codes: Iterable[str], fail_fast: bool = True,
-                     job_prefix: str = "") -> list[tuple[ExecResult, ExecResult | None]]:
-    """Run ready-made programs (e.g. a samples file) on a problem's base (+plus) tests."""
-    futures = []
-    for i, code in enumerate(codes):
-        futures.append([executor.submit(j) for j in jobs_for(problem, code, f"{job_prefix}{i}", fail_fast)])
-    return [(fs[0].result(), fs[1].result() if len(fs) > 1 else None) for fs in futures]

@@ -154,26 +154,9 @@ def safe_repr(x, trusted: bool = False) -> str:
     return text if _len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
 
 
-def trusted_compare(op: str, left, right) -> bool:
-    """`left <op> right` for assert tests, refusing values whose comparison a program controls."""
-    if op in ("is", "is not"):
-        return (left is right) == (op == "is")
-    if not (is_plain(left) and is_plain(right)):
-        return False
-    return bool(_COMPARE_OPS[op](left, right))
-
-
 _COMPARE_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
                 ">": operator.gt, ">=": operator.ge, "in": lambda a, b: a in b,
                 "not in": lambda a, b: a not in b}
-
-
-def trusted_truth(value) -> bool:
-    if not is_plain(value):
-        return False
-    if np is not None and _type(value) is np.ndarray:
-        return bool(value)  # numpy raises for ambiguous truth, as it would in the original test
-    return bool(value)
 
 
 # EvalPlus's special oracles (evalplus/eval/_special_oracle.py, Apache-2.0), copied so the worker
@@ -322,18 +305,20 @@ _LAST_LEFT: list = []  # left operand of the latest comparison, for "but was z" 
 def _cmp(op: str, left, right) -> bool:
     _restore()
     _LAST_LEFT[:] = [left]
-    if op not in ("is", "is not"):
-        for value in (left, right):
-            if not is_plain(value):  # unverifiable under either polarity (`not a != b` too)
-                raise AssertionError(f"got a {_type(value).__name__} object, not a plain value")
-    return trusted_compare(op, left, right)
+    """`left <op> right` for assert tests, refusing values whose comparison a program controls."""
+    if op in ("is", "is not"):
+        return (left is right) == (op == "is")
+    for value in (left, right):
+        if not is_plain(value):  # unverifiable under either polarity (`not a != b` too)
+            raise AssertionError(f"got a {_type(value).__name__} object, not a plain value")
+    return bool(_COMPARE_OPS[op](left, right))
 
 
 def _check(value, negate: bool, shown: str) -> None:
     _restore()
     if _type(value) is not bool and not is_plain(value):
         raise AssertionError(f"assert {shown}: got a {_type(value).__name__} object, not a plain value")
-    if trusted_truth(value) != negate:
+    if bool(value) != negate:  # numpy raises for an ambiguous truth, as in the original test
         return
     if not negate and " == " in shown and _LAST_LEFT:
         raise AssertionError(f"expect {shown}, but was {safe_repr(_LAST_LEFT[0])}")
@@ -515,7 +500,7 @@ def run_program(job: dict, emit: Emitter) -> None:
     emit.done()
 
 
-def run_stdio_program(job: dict, i: int) -> None:
+def run_stdio_program(job: dict) -> None:
     """Child process body for one stdio test: stdin/stdout are already the test's files."""
     sys.stdin = builtins.open(0, "r", closefd=False)
     sys.stdout = builtins.open(1, "w", closefd=False)
@@ -792,7 +777,7 @@ def _run_stdio_job(job: dict) -> dict:
         out_r, out_w = os.pipe()
         r, w = os.pipe()
         token = os.urandom(16).hex()
-        pid = _fork_program(lambda: run_stdio_program(job, i), w, stdin_fd, out_w, job)
+        pid = _fork_program(lambda: run_stdio_program(job), w, stdin_fd, out_w, job)
         for fd in (w, out_w, stdin_fd):
             os.close(fd)
         deadline = min(time.monotonic() + job["time_limits"][i], program_deadline)
