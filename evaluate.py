@@ -5,43 +5,26 @@
     python evaluate.py samples=path/to/samples.jsonl dataset=humaneval_plus   # score a file, no model
 """
 
-import logging
-import sys
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from selfdebug.config import EvaluateConfig, register_configs, to_typed
-from selfdebug.errors import USER_ERRORS
+from selfdebug.cli import run_entry
+from selfdebug.config import register_configs
 
 register_configs()
 
 
+def evaluate(cfg, tracker):
+    from selfdebug import evaluation
+    from selfdebug.data import load_datasets
+
+    datasets = load_datasets(cfg.dataset)
+    return evaluation.evaluate(cfg, datasets=datasets), {k: d.sha256 for k, d in datasets.items()}
+
+
 @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
 def main(dict_cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from selfdebug import evaluation, tracking
-
-    cfg = to_typed(dict_cfg, EvaluateConfig)
-    hydra_cfg = HydraConfig.get()
-    tracking.write_resolved_config(cfg.output_dir, cfg)
-    name, group, tags = tracking.run_identity(list(hydra_cfg.overrides.task), cfg.experiment, "evaluate")
-    tracker = tracking.open_tracker(cfg.tracking, run_dir=cfg.output_dir, name=name, group=group, tags=tags,
-                                    config=OmegaConf.to_container(dict_cfg, resolve=True), job_type="evaluate")
-    try:
-        datasets = evaluation.load_datasets(cfg)
-        metrics = evaluation.evaluate(cfg, datasets=datasets)
-        meta = tracking.run_metadata(OmegaConf.to_container(dict_cfg, resolve=True), seed=cfg.seed,
-                                     dataset_hashes={k: d.sha256 for k, d in datasets.items()})
-        path = tracking.write_metrics(cfg.output_dir, metrics, meta)
-        tracker.summary(metrics)
-        print(f"metrics: {path}")
-    except USER_ERRORS as exc:
-        logging.getLogger("evaluate").error("%s", exc)
-        sys.exit(2)
-    finally:
-        tracker.finish()
+    run_entry(dict_cfg, "evaluate", evaluate)
 
 
 if __name__ == "__main__":

@@ -129,3 +129,15 @@ class JsonlLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a derived file (metrics, configs, datasets rebuilt from the logs) via a temp file +
+    rename, so a crash never leaves a half-written file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

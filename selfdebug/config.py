@@ -1,7 +1,7 @@
 """Typed config schemas, and the one place in `selfdebug/` that knows about Hydra.
 
 The YAML under `conf/` is composed by Hydra and validated against these dataclasses: each primary
-config (`conf/evaluate.yaml`, ...) names its schema first in its defaults list (stored in Hydra's
+config (`conf/evaluate.yaml`, ...) names the schema first in its defaults list (stored in Hydra's
 ConfigStore by `register_configs()`), so a misspelt key in a YAML file or on the command line fails
 at compose time with "Key 'chat_formt' not in 'ModelConfig'". The rest of the library receives the
 typed dataclasses from `to_typed()` and never sees Hydra or a DictConfig.
@@ -10,7 +10,7 @@ Entry scripts:
     register_configs()
     @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
     def main(cfg: DictConfig) -> None:
-        ecfg = to_typed(cfg, EvaluateConfig)
+        run_cfg = to_typed(cfg, RunConfig)
 
 Tests and notebooks: `compose("evaluate", ["experiment=smoke"], output_dir=tmp_path)`.
 """
@@ -93,6 +93,16 @@ class ExecutionConfig:
     max_retries: int = 1  # engine-error retries of one job before reporting "error"
     extra_binds: list[str] = field(default_factory=list)  # host paths programs may read
 
+    def sandbox(self):
+        """The engine's own (frozen) SandboxConfig with these values."""
+        from dataclasses import asdict
+
+        from selfdebug.execution import SandboxConfig
+
+        values = asdict(self)
+        values["extra_binds"] = tuple(values["extra_binds"])
+        return SandboxConfig(**values)
+
 
 @dataclass
 class TrackingConfig:
@@ -121,48 +131,139 @@ class SamplingConfig:
     # its first closed code block: instruct models tend to add prose after the code.
     stop: list[str] = field(default_factory=list)
 
+    def params(self):
+        """generation.SamplingParams for ONE sample per request (the episode draws n as n requests)."""
+        from selfdebug.generation import SamplingParams
+
+        return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, seed=self.seed, stop=tuple(self.stop))
+
 
 # --------------------------------------------------------------------------------------------------
-# Primary schemas: one per entry script (conf/<script>.yaml).
+# Stage sections
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass
-class EvaluateConfig:
-    """conf/evaluate.yaml: sample, execute, refine failing samples, score pass@k (LeDex §4.1)."""
+class TeacherConfig:
+    """collect.teacher: who explains and refines the wrong solutions (LeDex §2.1)."""
+
+    model: Optional[ModelConfig] = None  # null = the sampling model itself (self-bootstrap)
+    backend: Optional[BackendConfig] = None  # null = the sampler's backend settings
+    few_shot: int = 0  # worked explain+refine demos before the task, for base-model teachers (max 2)
+
+
+@dataclass
+class CollectConfig:
+    """collect.py: initial solutions -> teacher explanations + refinements -> SFT / RL / DPO data."""
+
+    # Training problems, keyed by name (MBPP train here; APPS / CodeContests train through the hub).
+    dataset: dict[str, DatasetConfig] = field(
+        default_factory=lambda: {"mbpp_train": DatasetConfig(name="mbpp", split="train")})
+    # Initial solutions. Paper: 20 per problem, T=1.0, 3-shot for base models (model.few_shot).
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(n=20, temperature=1.0, max_new_tokens=512))
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    # Teacher samples per unique wrong solution. Paper: 10, T=0.8.
+    teacher_sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(n=10, temperature=0.8, max_new_tokens=1024))
+    dedupe: bool = True  # keep one copy of identical programs (same AST) per problem, as Table 1 counts
+    # Problems per generation call and per shard unit; 0 = backend.batch_size // sampling.n.
+    # It fixes which samples share a seed: keep it when resuming or merging shards.
+    tasks_per_chunk: int = 0
+    shard: str = "0/1"  # "i/N": this run collects chunk c iff c % N == i (a SLURM array: shard=${i}/N)
+    merge: list[str] = field(default_factory=list)  # shard run dirs: combine them, sample nothing
+    dpo_max_pairs: int = 4  # (correct, wrong) pairs per prompt in the DPO data
+
+
+@dataclass
+class LoraConfig:
+    """train.lora: parameter-efficient fine-tuning (peft). LeDex does not say; LoRA is our default."""
+
+    enabled: bool = True  # false = full fine-tuning
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # peft names; all-linear = every linear layer
+
+
+@dataclass
+class TrainConfig:
+    """train.py (LeDex §2.2-2.3): SFT, the DPO ablation, PPO. Paper SFT: 2 epochs, batch 128, AdamW
+    2e-5, 500 warmup steps, cosine."""
+
+    algorithm: str = "sft"  # "sft" | "dpo" | "ppo"
+    # Training data: a collect.py run dir (reads its data/{sft,dpo,rl}.jsonl) or the .jsonl itself.
+    data: Optional[str] = None
+    # SFT examples used, by kind (Table 11's code-generation-only ablation: [codegen]).
+    kinds: list[str] = field(default_factory=lambda: ["codegen", "refine", "explain_refine"])
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 128  # examples per optimizer step, over all devices (micro batch x accumulation x GPUs)
+    micro_batch_size: int = 4  # examples per forward pass on one device
+    lr: float = 2e-5
+    warmup_steps: int = 500
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 2048  # tokens per example (prompt + answer); longer prompts are cut from the left
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    save_steps: int = 50  # checkpoint every N optimizer steps (a killed run resumes from the last one)
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    dpo_beta: float = 0.1  # DPO: strength of the KL to the reference (the SFT model)
+
+
+# --------------------------------------------------------------------------------------------------
+# The primary schema, shared by every entry script (conf/evaluate.yaml, conf/collect.yaml, ...), so
+# that one conf/experiment file describes a whole pipeline row: each script reads its own section
+# and ignores the others', and a typo anywhere fails in every script.
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """Common settings, the evaluation settings (top level), and one section per other stage."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    dataset: dict[str, DatasetConfig] = field(default_factory=dict)  # keyed by option name
+    # evaluate.py: the benchmarks, keyed by option name
+    dataset: dict[str, DatasetConfig] = field(default_factory=dict)
     backend: BackendConfig = field(default_factory=BackendConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # initial solutions
-    refine_sampling: SamplingConfig = field(default_factory=SamplingConfig)  # one per failing sample
+    # evaluate.py (LeDex §4.1): initial samples, one refinement per failing sample per round, pass@k
+    sampling: SamplingConfig = field(  # initial solutions
+        default_factory=lambda: SamplingConfig(n=10, temperature=0.8, max_new_tokens=512))
+    refine_sampling: SamplingConfig = field(  # one per failing sample
+        default_factory=lambda: SamplingConfig(n=1, temperature=0.8, max_new_tokens=512))
     modes: list[str] = field(default_factory=lambda: ["refine", "explain_refine"])
     rounds: int = 1  # refinement rounds (paper: 1; up to 3 for iterative refinement)
     k: list[int] = field(default_factory=lambda: [1, 10])  # pass@k
     samples: Optional[str] = None  # score an existing EvalPlus samples .jsonl instead of generating
+    collect: CollectConfig = field(default_factory=CollectConfig)  # collect.py
+    train: TrainConfig = field(default_factory=TrainConfig)  # train.py
     seed: int = 0
-    output_dir: str = MISSING  # the run dir (evaluate.yaml: Hydra's): metrics.json, JSONL artifacts
+    output_dir: str = MISSING  # the run dir (Hydra's): resolved config, metrics.json, JSONL artifacts
     experiment: Optional[str] = None  # name of the conf/experiment file used, for grouping runs
 
 
 # Primary config name (conf/<name>.yaml) -> schema. The config tests compose every conf/*.yaml and
 # fail on one missing here.
 PRIMARY_SCHEMAS: dict[str, type] = {
-    "evaluate": EvaluateConfig,
+    "evaluate": RunConfig,
+    "collect": RunConfig,
+    "train": RunConfig,
 }
 
 
 def register_configs() -> None:
-    """Store each primary schema in Hydra's ConfigStore as `<name>_schema`; the primary YAML lists
-    it first in its defaults, so every file and override is merged into (and checked by) it.
+    """Store RunConfig in Hydra's ConfigStore as `run_schema`; every primary YAML lists it first in
+    its defaults, so every file and override is merged into (and checked by) it.
     Idempotent: storing the same name again replaces it."""
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    for name, schema in PRIMARY_SCHEMAS.items():
-        cs.store(name=f"{name}_schema", node=schema)
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
 def to_typed(cfg: DictConfig, cls: type[T]) -> T:

@@ -143,6 +143,34 @@ def load_dataset(
     return Dataset(name=name, version=source.version, sha256=source.sha256, problems=tuple(problems))
 
 
+def load_datasets(configs: dict) -> dict[str, Dataset]:
+    """{key: Dataset} for {key: DatasetConfig} (config.py's dataset sections)."""
+    return {key: load_dataset(d.name, split=d.split, path=d.path, limit=d.limit, task_ids=d.task_ids)
+            for key, d in configs.items()}
+
+
+def mbpp_path(configs: dict) -> str | None:
+    """The local mbpp.jsonl among dataset configs (for few-shot examples offline); None = the hub."""
+    return next((d.path for d in configs.values() if d.name == "mbpp" and d.path), None)
+
+
+# The few-shot examples of MBPP's own 3-shot prompt (Austin et al. 2021: tasks 2, 3, 4 of the
+# "prompt" split), which LeDex's 3-shot sampling of base models follows. More than 3: tasks 5-10.
+MBPP_FEW_SHOT_IDS = (2, 3, 4, 5, 6, 7, 8, 9, 10)
+
+
+def few_shot_examples(k: int, path: str | os.PathLike | None = None) -> list[tuple[Problem, str]]:
+    """k (problem, reference solution) pairs for few-shot initial prompts, from MBPP's prompt split
+    (`path`: a local mbpp.jsonl; None = the HF hub). They teach a base model the answer layout, so
+    they serve every dataset, like the paper's fixed 3-shot prompt."""
+    if k <= 0:
+        return []
+    if k > len(MBPP_FEW_SHOT_IDS):
+        raise DataError(f"few_shot={k}: at most {len(MBPP_FEW_SHOT_IDS)} examples exist (MBPP tasks 2-10)")
+    ds = load_dataset("mbpp", split="prompt", path=path, task_ids=[str(i) for i in MBPP_FEW_SHOT_IDS[:k]])
+    return [(p, p.canonical_solution) for p in ds.problems]
+
+
 # ---------------------------------------------------------------------------------------------------
 # shared helpers
 

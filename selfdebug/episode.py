@@ -44,6 +44,9 @@ class Attempt:
     plus_verdicts: tuple[str, ...] = ()
     n_tokens: int = 0
     messages: tuple[dict, ...] = field(default=(), compare=False)
+    # j-th of the m samples drawn for the same prompt (collection's teacher: m refinements of one
+    # wrong solution); 0 wherever one sample per prompt is drawn.
+    branch: int = 0
 
     @property
     def base_passed(self) -> bool:
@@ -63,7 +66,7 @@ class Attempt:
         return self.status if self.status != "pass" else (self.plus_status or "fail")
 
     def key(self) -> tuple:
-        return (self.mode, self.round, self.task_id, self.sample_id)
+        return (self.mode, self.round, self.task_id, self.sample_id, self.branch)
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -89,6 +92,11 @@ class Request:
     round: int
     mode: str
     messages: list[dict]
+    branch: int = 0  # see Attempt.branch
+
+    def key(self) -> tuple:
+        """The key of the Attempt this request produces."""
+        return (self.mode, self.round, self.task_id, self.sample_id, self.branch)
 
 
 def stable_seed(*parts: Any) -> int:
@@ -103,11 +111,11 @@ def initial_requests(problem, n: int, few_shot: Sequence = ()) -> list[Request]:
     return [Request(problem.task_id, s, 0, INIT, messages) for s in range(n)]
 
 
-def refine_request(problem, wrong: Attempt, mode: str) -> Request:
+def refine_request(problem, wrong: Attempt, mode: str, branch: int = 0, few_shot: Sequence = ()) -> Request:
     """The next refinement of a failed attempt: the latest wrong code and its feedback only."""
     feedback = feedback_text(wrong.feedback, wrong.failed_status)
     return Request(problem.task_id, wrong.sample_id, wrong.round + 1, mode,
-                   refine_messages(problem, wrong.code, feedback, mode))
+                   refine_messages(problem, wrong.code, feedback, mode, few_shot=few_shot), branch)
 
 
 def jobs_for(problem, code: str, job_id: str, fail_fast: bool = True) -> list[Job]:
@@ -118,16 +126,20 @@ def jobs_for(problem, code: str, job_id: str, fail_fast: bool = True) -> list[Jo
     return jobs
 
 
+def _verdicts(base: ExecResult, plus: ExecResult | None) -> dict:
+    """The Attempt fields an execution decides."""
+    feedback = base.feedback if base.status != "pass" else (plus.feedback if plus is not None else "")
+    return dict(status=base.status, plus_status=plus.status if plus is not None else None, feedback=feedback,
+                verdicts=base.verdicts, plus_verdicts=plus.verdicts if plus is not None else ())
+
+
 def _attempt(req: Request, completion, base: ExecResult, plus: ExecResult | None,
              code: str, parsed) -> Attempt:
-    feedback = base.feedback if base.status != "pass" else (plus.feedback if plus is not None else "")
     return Attempt(
         task_id=req.task_id, sample_id=req.sample_id, round=req.round, mode=req.mode,
         completion=completion.text, explanation=parsed.explanation, code=code,
-        parse_reason=parsed.reason, status=base.status,
-        plus_status=plus.status if plus is not None else None, feedback=feedback,
-        verdicts=base.verdicts, plus_verdicts=plus.verdicts if plus is not None else (),
-        n_tokens=completion.n_tokens, messages=tuple(req.messages))
+        parse_reason=parsed.reason, n_tokens=completion.n_tokens, messages=tuple(req.messages),
+        branch=req.branch, **_verdicts(base, plus))
 
 
 def sample_and_execute(generator, executor: Executor, problems: dict, requests: Sequence[Request],
@@ -156,8 +168,7 @@ def sample_and_execute(generator, executor: Executor, problems: dict, requests: 
             parsed = parse_completion(completion.text, mode=req.mode, entry_point=problem.entry_point,
                                       starter_code=problem.starter_code)
             code = build_program(parsed.code, problem.starter_code, problem.entry_point)
-            job_id = f"{req.task_id}|{req.mode}|{req.round}|{req.sample_id}"
-            futures = [executor.submit(job) for job in jobs_for(problem, code, job_id)]
+            futures = [executor.submit(job) for job in jobs_for(problem, code, "|".join(map(str, req.key())))]
             submitted.append((req, completion, parsed, code, futures))
         if pending is not None:
             yield _collect(problems, pending)
@@ -173,3 +184,14 @@ def _collect(problems: dict, submitted: list) -> list[Attempt]:
         base, plus = results[0], (results[1] if len(results) > 1 else None)
         attempts.append(_attempt(req, completion, base, plus, code, parsed))
     return attempts
+
+
+def reexecute(executor: Executor, problems: dict, attempts: Sequence[Attempt]) -> list[Attempt]:
+    """Run the programs of `attempts` again (same code, no sampling) and return them with fresh
+    verdicts: how an engine error (sandbox failure) is retried without ever being scored."""
+    from dataclasses import replace
+
+    futures = [[executor.submit(job) for job in jobs_for(problems[a.task_id], a.code, "|".join(map(str, a.key())))]
+               for a in attempts]
+    return [replace(a, **_verdicts(fs[0].result(), fs[1].result() if len(fs) > 1 else None))
+            for a, fs in zip(attempts, futures)]

@@ -15,90 +15,44 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 
 from selfdebug import metrics as M
 from selfdebug.artifacts import JsonlLog
-from selfdebug.config import EvaluateConfig, ExecutionConfig
-from selfdebug.data import DataError, Dataset, load_dataset
-from selfdebug.episode import INIT, Attempt, initial_requests, refine_request, sample_and_execute
-from selfdebug.execution import Executor, SandboxConfig
+from selfdebug.config import RunConfig
+from selfdebug.data import DataError, Dataset, few_shot_examples, load_datasets, mbpp_path
+from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
+from selfdebug.execution import Executor
+from selfdebug.generation import build_generator
 
 log = logging.getLogger(__name__)
 
 STAGE_LABELS = {INIT: "Init.", "refine": "Refine", "explain_refine": "Expl.+Refine"}
 
 
-def sandbox_config(ecfg: ExecutionConfig) -> SandboxConfig:
-    values = {f.name: getattr(ecfg, f.name) for f in fields(SandboxConfig)}
-    values["extra_binds"] = tuple(values["extra_binds"])
-    return SandboxConfig(**values)
-
-
-def load_datasets(cfg: EvaluateConfig) -> dict[str, Dataset]:
-    return {key: load_dataset(d.name, split=d.split, path=d.path, limit=d.limit, task_ids=d.task_ids)
-            for key, d in cfg.dataset.items()}
-
-
-def build_generator(cfg: EvaluateConfig):
-    """The configured backend over the configured model (+ a LoRA adapter from train.py)."""
-    from selfdebug.generation import make_generator
-    from selfdebug.models import resolve_model
-
-    backend = {k: v for k, v in asdict(cfg.backend).items() if k != "name"}  # each backend ignores the rest
-    kwargs = dict(chat_format=cfg.model.chat_format, dtype=cfg.model.dtype, **backend)
-    if cfg.backend.name == "openai":  # the server holds the model: send its name, load nothing here
-        if cfg.model.adapter:
-            raise ValueError("model.adapter cannot be applied through backend=openai: serve the adapted model")
-        return make_generator("openai", cfg.model.source, **kwargs)
-    path = resolve_model(cfg.model.source)
-    if cfg.model.adapter and cfg.backend.name == "vllm":
-        generator = make_generator("vllm", path, enable_lora=True, **kwargs)
-        generator.load_lora(cfg.model.adapter)
-        return generator
-    if cfg.model.adapter:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from selfdebug.generation.hf import load_dtype
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(cfg.model.dtype, device))
-        model = PeftModel.from_pretrained(base, cfg.model.adapter).merge_and_unload()
-        return make_generator(cfg.backend.name, model=model, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
-    return make_generator(cfg.backend.name, path, **kwargs)
-
-
-def evaluate(cfg: EvaluateConfig, *, generator=None, datasets: dict[str, Dataset] | None = None) -> dict[str, float]:
+def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | None = None) -> dict[str, float]:
     """Run the evaluation described by cfg into cfg.output_dir; returns flat metrics."""
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    datasets = datasets if datasets is not None else load_datasets(cfg)
+    datasets = datasets if datasets is not None else load_datasets(cfg.dataset)
     if cfg.samples:
         return score_samples(cfg, datasets, run_dir)
-    from selfdebug.generation import SamplingParams
-
-    init_params = SamplingParams(n=1, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                                 max_new_tokens=cfg.sampling.max_new_tokens, stop=tuple(cfg.sampling.stop))
-    refine_params = SamplingParams(n=1, temperature=cfg.refine_sampling.temperature,
-                                   top_p=cfg.refine_sampling.top_p,
-                                   max_new_tokens=cfg.refine_sampling.max_new_tokens,
-                                   stop=tuple(cfg.refine_sampling.stop))
+    init_params, refine_params = cfg.sampling.params(), cfg.refine_sampling.params()
+    few_shot = few_shot_examples(cfg.model.few_shot, mbpp_path(cfg.dataset))
     samples_log = JsonlLog(run_dir / "samples.jsonl")
     done = _load_done(samples_log)
     t0 = time.monotonic()
     owns_generator = generator is None
-    generator = generator or build_generator(cfg)
+    generator = generator or build_generator(cfg.model, cfg.backend)
     results: dict[str, list[Attempt]] = {}
     try:
-        with Executor(sandbox_config(cfg.execution)) as executor:
+        with Executor(cfg.execution.sandbox()) as executor:
             for key, ds in datasets.items():
                 run = _DatasetRun(key, ds, done.get(key, {}), samples_log, generator, executor,
                                   rows_per_call=cfg.backend.batch_size)
-                run.initial(cfg.sampling.n, init_params, cfg.sampling.seed)
+                run.retry_engine_errors()
+                run.initial(cfg.sampling.n, init_params, cfg.sampling.seed, few_shot)
                 for mode in cfg.modes:
                     run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed)
                 results[key] = list(run.attempts.values())
@@ -112,13 +66,12 @@ def evaluate(cfg: EvaluateConfig, *, generator=None, datasets: dict[str, Dataset
 
 
 def _load_done(samples_log: JsonlLog) -> dict[str, dict[tuple, Attempt]]:
-    """Attempts already in the log, by dataset and key. An engine error is not a result: dropping
-    it here makes the rerun execute that attempt again."""
+    """Attempts already in the log, by dataset and key; the last record of a key wins (an engine
+    error executed again is appended again)."""
     done: dict[str, dict[tuple, Attempt]] = {}
     for record in samples_log.read():
         attempt = Attempt.from_record(record)
-        if not attempt.engine_error:
-            done.setdefault(record["dataset"], {})[attempt.key()] = attempt
+        done.setdefault(record["dataset"], {})[attempt.key()] = attempt
     return done
 
 
@@ -134,8 +87,16 @@ class _DatasetRun:
         self.rows_per_call = rows_per_call
         self.n = 1
 
+    def retry_engine_errors(self) -> None:
+        """An engine error is not a result: execute the logged program again (nothing is resampled)."""
+        errors = [a for a in self.attempts.values() if a.engine_error]
+        if errors:
+            retried = reexecute(self.executor, self.problems, errors)
+            self.log.append([{"dataset": self.key, **a.to_record()} for a in retried])
+            self.attempts.update((a.key(), a) for a in retried)
+
     def _run(self, requests, params, seed: int, desc: str, rows_per_task: int) -> None:
-        todo = [r for r in requests if (r.mode, r.round, r.task_id, r.sample_id) not in self.attempts]
+        todo = [r for r in requests if r.key() not in self.attempts]
         if not todo:
             return
         from tqdm import tqdm
@@ -149,12 +110,12 @@ class _DatasetRun:
                 for a in attempts:
                     self.attempts[a.key()] = a
                     if a.engine_error:
-                        log.warning("engine error on %s; it is excluded from the metrics and retried "
-                                    "on the next run", a.key())
+                        log.warning("engine error on %s; it is excluded from the metrics and executed "
+                                    "again on the next run", a.key())
                 bar.update(len(attempts))
 
-    def initial(self, n: int, params, seed: int) -> None:
-        requests = [r for p in self.ds.problems for r in initial_requests(p, n)]
+    def initial(self, n: int, params, seed: int, few_shot=()) -> None:
+        requests = [r for p in self.ds.problems for r in initial_requests(p, n, few_shot)]
         self.n = n
         self._run(requests, params, seed, "initial", rows_per_task=n)
 
@@ -318,7 +279,7 @@ def _jsonable(value):
     return value
 
 
-def score_samples(cfg: EvaluateConfig, datasets: dict[str, Dataset], run_dir: Path) -> dict[str, float]:
+def score_samples(cfg: RunConfig, datasets: dict[str, Dataset], run_dir: Path) -> dict[str, float]:
     if len(datasets) != 1:
         raise DataError(f"samples= scores one dataset at a time; got {sorted(datasets)}: pass e.g. dataset=humaneval_plus")
     [(key, ds)] = datasets.items()
@@ -335,7 +296,7 @@ def score_samples(cfg: EvaluateConfig, datasets: dict[str, Dataset], run_dir: Pa
     from selfdebug.episode import jobs_for
 
     t0 = time.monotonic()
-    with Executor(sandbox_config(cfg.execution)) as executor:
+    with Executor(cfg.execution.sandbox()) as executor:
         futures = [[executor.submit(j) for j in jobs_for(problems[s["task_id"]], code, f"s{i}")]
                    for i, (s, code) in enumerate(zip(samples, codes))]
         from tqdm import tqdm

@@ -127,17 +127,20 @@ def summarize_rounds(
 
 
 def format_table(
-    rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], row_header: str = "Stage"
+    rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], row_header: str = "Stage",
+    cell=None,
 ) -> str:
     """A markdown table in the layout of the paper's Table 2: one row per stage ("Init.",
     "Refine", "Expl.+Refine"), one column per metric key (e.g. "humaneval pass@1"). Values are
-    fractions printed as percentages with 2 decimals; a missing or NaN value prints as "-"."""
+    fractions printed as percentages with 2 decimals (or with `cell(value) -> str`); a missing or
+    NaN value prints as "-"."""
+    cell = cell or _percent
     lines = [
         "| " + " | ".join([row_header, *columns]) + " |",
         "|" + "---|" * (len(columns) + 1),
     ]
     for label, values in rows.items():
-        cells = [_percent(values.get(col)) for col in columns]
+        cells = [cell(values.get(col)) for col in columns]
         lines.append("| " + " | ".join([label, *cells]) + " |")
     return "\n".join(lines)
 

@@ -314,3 +314,47 @@ def convert_gguf(gguf: Path, out_dir: Path, save_dtype: str, source_info: dict |
         shutil.rmtree(tmp, ignore_errors=True)
     _log(f"saved {out_dir}")
     return out_dir
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints written by train.py
+
+LINEAGE_FILE = "selfdebug_lineage.json"  # in a LoRA adapter dir: the adapter it was trained on top of
+
+
+def write_lineage(adapter_dir: str | Path, parent_adapter: str | None) -> None:
+    """Record that `adapter_dir` was trained on base + `parent_adapter` (merged), e.g. DPO or PPO
+    on top of the SFT adapter, so loading it applies the parent first."""
+    import json
+
+    record = {"parent_adapter": str(Path(parent_adapter).resolve()) if parent_adapter else None}
+    (Path(adapter_dir) / LINEAGE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def adapter_chain(adapter_dir: str | Path) -> list[Path]:
+    """The adapters to merge into the base model, parent first, ending with `adapter_dir`."""
+    import json
+
+    chain: list[Path] = []
+    current: Path | None = Path(adapter_dir)
+    while current is not None:
+        if not (current / "adapter_config.json").is_file():
+            raise ModelResolveError(
+                f"model.adapter={current}: not a LoRA adapter dir (no adapter_config.json). A full fine-tuned "
+                f"checkpoint is a model: pass it as model.source instead")
+        if current in chain:
+            raise ModelResolveError(f"{current / LINEAGE_FILE}: the adapter lineage has a cycle")
+        chain.insert(0, current)
+        lineage = current / LINEAGE_FILE
+        parent = json.loads(lineage.read_text()).get("parent_adapter") if lineage.is_file() else None
+        current = Path(parent) if parent else None
+    return chain
+
+
+def merge_adapters(model, adapter_dir: str | Path):
+    """`model` with the adapter chain of `adapter_dir` merged into its weights (a plain model)."""
+    from peft import PeftModel
+
+    for adapter in adapter_chain(adapter_dir):
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model

@@ -13,6 +13,7 @@ parser reads it back, so SFT targets, few-shot examples and parsing agree on one
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 Message = dict[str, str]
@@ -141,20 +142,76 @@ def initial_messages(
     return messages
 
 
-def refine_messages(problem: ProblemLike, wrong_code: str, feedback: str, mode: str) -> list[Message]:
+def refine_messages(problem: ProblemLike, wrong_code: str, feedback: str, mode: str, *,
+                    few_shot: Sequence["RefineDemo"] = ()) -> list[Message]:
     """The 3-turn refinement chat of LeDex §1.3 for ONE wrong attempt.
 
     `feedback` is the rendered feedback turn (see `feedback_text`). Iterative refinement passes only
     the LATEST wrong code and its feedback, never the whole history: this is the paper's iterative
     setting, keeps the context short, and is exactly the format the SFT/RL data is trained on.
+    `few_shot` demonstrations (for base-model teachers) come first, as complete earlier episodes.
     """
     if mode not in INSTRUCTIONS:
         raise ValueError(f"unknown refine mode {mode!r}; expected one of {REFINE_MODES}")
-    return [
+    messages: list[Message] = []
+    for demo in few_shot:
+        messages += refine_messages(demo.problem, demo.wrong_code, demo.feedback, mode)
+        explanation = demo.explanation if mode == "explain_refine" else ""
+        messages.append({"role": "assistant", "content": assistant_answer(demo.fixed_code, explanation)})
+    return messages + [
         {"role": "user", "content": task_text(problem)},
         {"role": "assistant", "content": assistant_answer(wrong_code)},
         {"role": "user", "content": f"{feedback.strip()}\n\n{INSTRUCTIONS[mode]}"},
     ]
+
+
+# ------------------------------------------------------------------ few-shot refinement demos
+@dataclass(frozen=True)
+class DemoProblem:
+    """A ProblemLike for hand-written demonstrations."""
+
+    prompt: str
+    entry_point: str
+    starter_code: str = ""
+    test_examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RefineDemo:
+    """One worked explain+refine episode, shown to base-model teachers before the real task (the
+    paper prompts its CodeLlama-34B teacher few-shot). The fixed code passes the shown tests."""
+
+    problem: DemoProblem
+    wrong_code: str
+    feedback: str
+    explanation: str
+    fixed_code: str
+
+
+REFINE_DEMOS: tuple[RefineDemo, ...] = (
+    RefineDemo(
+        problem=DemoProblem(
+            prompt="Write a function to find the sum of the digits of a non-negative integer.",
+            entry_point="digit_sum",
+            test_examples=("assert digit_sum(345) == 12", "assert digit_sum(0) == 0", "assert digit_sum(7) == 7")),
+        wrong_code="def digit_sum(n):\n    total = 0\n    while n > 0:\n        total += n % 10\n        n = n / 10\n    return total",
+        feedback=FAIL_FEEDBACK.format(block=fenced("AssertionError: expect digit_sum(345) == 12, but was 13.33333333333333")),
+        explanation=("The loop divides with `/`, which is float division in Python 3: `n` becomes 34.5, "
+                     "3.45, ... and the loop keeps adding fractional remainders until `n` underflows to 0, "
+                     "so the sum is wrong. Integer division `//` drops the last digit as intended."),
+        fixed_code="def digit_sum(n):\n    total = 0\n    while n > 0:\n        total += n % 10\n        n = n // 10\n    return total"),
+    RefineDemo(
+        problem=DemoProblem(
+            prompt="Write a function to return the largest element of each row of a non-empty matrix.",
+            entry_point="row_max",
+            test_examples=("assert row_max([[1, 5], [-3, -2]]) == [5, -2]", "assert row_max([[0]]) == [0]")),
+        wrong_code="def row_max(matrix):\n    result = []\n    for row in matrix:\n        best = 0\n        for x in row:\n            if x > best:\n                best = x\n        result.append(best)\n    return result",
+        feedback=FAIL_FEEDBACK.format(block=fenced("AssertionError: expect row_max([[1, 5], [-3, -2]]) == [5, -2], but was [5, 0]")),
+        explanation=("`best` starts at 0, so a row whose elements are all negative never updates it and "
+                     "the function returns 0 for that row. Starting from the row's first element (or "
+                     "using `max(row)`) gives the true maximum for any values."),
+        fixed_code="def row_max(matrix):\n    return [max(row) for row in matrix]"),
+)
 
 
 def truncate_middle(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from selfdebug.artifacts import atomic_write_text
 from selfdebug.config import TrackingConfig
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -91,16 +92,6 @@ def run_metadata(
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file + rename, so a crash never leaves a half-written file behind."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_metrics(run_dir: str | Path, metrics: dict[str, float], meta: dict[str, Any]) -> Path:
     """Write `<run_dir>/metrics.json`: {"eval/humaneval_plus/round1/pass@1": 41.5, ..., "meta": {...}}.
 
@@ -118,7 +109,7 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, float], meta: dict[str
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({**dict(sorted(flat.items())), "meta": meta}, indent=2, ensure_ascii=False,
                       default=str)
-    _atomic_write_text(path, text + "\n")
+    atomic_write_text(path, text + "\n")
     return path
 
 
@@ -138,7 +129,7 @@ def write_resolved_config(run_dir: str | Path, cfg: Any) -> Path:
         node = OmegaConf.create(cfg)
     path = Path(run_dir) / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(path, OmegaConf.to_yaml(node, resolve=True))
+    atomic_write_text(path, OmegaConf.to_yaml(node, resolve=True))
     return path
 
 

@@ -100,3 +100,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     Session-scoped and shared: treat it as read-only (copy it before training writes into it).
     """
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+def flaky_executor(failures: int):
+    """A factory for the real engine whose first `failures` jobs report an engine error (a sandbox
+    that could not start), as a broken machine would: monkeypatch it over a module's `Executor`."""
+    from concurrent.futures import Future
+
+    from selfdebug.execution import ExecResult, Executor
+
+    class FlakyExecutor(Executor):
+        remaining = failures
+
+        def submit(self, job):
+            if FlakyExecutor.remaining > 0:
+                FlakyExecutor.remaining -= 1
+                future = Future()
+                future.set_result(ExecResult(job_id=job.job_id, status="error", detail="bwrap: cannot start"))
+                return future
+            return super().submit(job)
+
+    return FlakyExecutor

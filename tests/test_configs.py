@@ -19,7 +19,7 @@ from selfdebug.config import (
     CONF_DIR,
     PRIMARY_SCHEMAS,
     DatasetConfig,
-    EvaluateConfig,
+    RunConfig,
     ExecutionConfig,
     compose,
     to_typed,
@@ -39,13 +39,16 @@ def experiment_configs() -> list[Path]:
 
 
 def groups_of(primary: Path) -> list[str]:
-    """The config groups a primary config selects in its defaults list (not `experiment`)."""
+    """The config groups a primary config selects in its defaults list (not `experiment`),
+    following the shared `base` option into the groups it selects."""
     groups = []
     for entry in yaml.safe_load(primary.read_text())["defaults"]:
         if isinstance(entry, dict):
-            (group,) = entry
-            if group != "experiment":
-                groups.append(group)
+            ((group, option),) = entry.items()
+            if group == "base":
+                groups += groups_of(CONF_DIR / "base" / f"{option}.yaml")
+            elif group != "experiment":
+                groups.append(group.lstrip("/"))
     return groups
 
 
@@ -75,10 +78,10 @@ def test_every_experiment_composes(tmp_path):
     checked = 0
     for path in experiment_configs():
         assert path.read_text().startswith("# @package _global_\n"), f"{path}: must be a global delta"
-        script = script_of(path)
-        typed = to_typed(compose(script, [f"experiment={path.stem}"], output_dir=tmp_path),
-                         PRIMARY_SCHEMAS[script])
-        assert typed.experiment == path.stem
+        script_of(path)  # the header names a command
+        for script, schema in PRIMARY_SCHEMAS.items():  # one experiment file serves every script
+            typed = to_typed(compose(script, [f"experiment={path.stem}"], output_dir=tmp_path), schema)
+            assert typed.experiment == path.stem
         checked += 1
     assert checked == len(experiment_configs()) >= 2  # quickstart, smoke, ...
 
@@ -97,7 +100,7 @@ def test_every_option_of_every_group_composes(tmp_path):
                     # The package header must key the entry by the file's own name.
                     assert list(typed.dataset) == [option.stem], option
                 checked.add(option)
-    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name != "experiment"
+    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in ("experiment", "base")
                    for p in d.glob("*.yaml")}
     assert checked == all_options, f"options no primary config selects: {all_options - checked}"
     assert len(checked) >= 20  # 6 models, 7 datasets, 3 backends, 2 execution, 2 tracking
@@ -105,14 +108,14 @@ def test_every_option_of_every_group_composes(tmp_path):
 
 def test_several_datasets_at_once(tmp_path):
     cfg = compose("evaluate", ["dataset=[humaneval_plus,mbpp_plus]"], output_dir=tmp_path)
-    typed = to_typed(cfg, EvaluateConfig)
+    typed = to_typed(cfg, RunConfig)
     assert list(typed.dataset) == ["humaneval_plus", "mbpp_plus"]
     assert all(isinstance(d, DatasetConfig) for d in typed.dataset.values())
     assert [d.name for d in typed.dataset.values()] == ["humaneval_plus", "mbpp_plus"]
 
     # Per-dataset overrides address the entry by its option name.
     cfg = compose("evaluate", ["dataset=[mbpp,mbpp_train]", "dataset.mbpp.limit=5"], output_dir=tmp_path)
-    typed = to_typed(cfg, EvaluateConfig)
+    typed = to_typed(cfg, RunConfig)
     assert (typed.dataset["mbpp"].limit, typed.dataset["mbpp"].split) == (5, "test")
     assert (typed.dataset["mbpp_train"].name, typed.dataset["mbpp_train"].split) == ("mbpp", "train")
 
@@ -176,7 +179,7 @@ def test_execution_config_mirrors_sandbox_config(tmp_path):
 
     assert defaults(ExecutionConfig) == defaults(SandboxConfig)
     # ... and the YAML option states the same values.
-    cfg = to_typed(compose("evaluate", ["execution=default"], output_dir=tmp_path), EvaluateConfig)
+    cfg = to_typed(compose("evaluate", ["execution=default"], output_dir=tmp_path), RunConfig)
     assert defaults(ExecutionConfig) == {k: tuple(v) if isinstance(v, list) else v
                                          for k, v in dataclasses.asdict(cfg.execution).items()}
 
@@ -187,7 +190,7 @@ def test_quickstart_reads_the_offline_data_beside_the_repo(tmp_path, monkeypatch
     monkeypatch.chdir(REPO_DIR)  # the documented launch directory
     for experiment in ("quickstart", "smoke"):
         typed = to_typed(compose("evaluate", [f"experiment={experiment}"], output_dir=tmp_path),
-                         EvaluateConfig)
+                         RunConfig)
         (dataset,) = typed.dataset.values()
         assert Path(dataset.path).is_file(), dataset.path
         assert dataset.limit is not None and typed.sampling.n <= 10
@@ -199,7 +202,7 @@ def test_hydra_run_dirs_and_interpolations(tmp_path):
     assert cfg.hydra.job.chdir is False
     assert cfg.hydra.run.dir.startswith("outputs/evaluate/")
     assert cfg.hydra.sweep.dir.startswith("multirun/evaluate/")
-    typed = to_typed(cfg, EvaluateConfig)
+    typed = to_typed(cfg, RunConfig)
     assert typed.experiment is None
     assert typed.sampling.seed == typed.refine_sampling.seed == 7  # ${seed}
     assert typed.sampling.n == 10 and typed.refine_sampling.n == 1 and typed.k == [1, 10]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfdebug import evaluation
-from selfdebug.config import EvaluateConfig, compose, to_typed
+from selfdebug.config import RunConfig, compose, to_typed
 from selfdebug.data import load_dataset
 from selfdebug.generation import Completion
 
@@ -30,10 +30,10 @@ def humaneval_plus():
     return load_dataset("humaneval_plus", path=HEP, task_ids=TASKS)
 
 
-def make_cfg(tmp_path, *overrides) -> EvaluateConfig:
+def make_cfg(tmp_path, *overrides) -> RunConfig:
     cfg = compose("evaluate", [f"dataset.humaneval_plus.path={HEP}", "sampling.n=3", "k=[1,2]",
                                "execution.workers=2", "backend.batch_size=3", *overrides], output_dir=tmp_path)
-    return to_typed(cfg, EvaluateConfig)
+    return to_typed(cfg, RunConfig)
 
 
 class ScriptedGenerator:
@@ -85,6 +85,22 @@ def test_episode_metrics_with_scripted_model(tmp_path, humaneval_plus):
     assert "return None" in first["messages"][1]["content"]
     assert "expect has_close_elements(" in first["messages"][2]["content"] or \
            "expect truncate_number(" in first["messages"][2]["content"]
+
+
+def test_engine_errors_are_executed_again_not_resampled(tmp_path, humaneval_plus, monkeypatch):
+    from conftest import flaky_executor
+
+    cfg = make_cfg(tmp_path, "modes=[refine]")
+    monkeypatch.setattr(evaluation, "Executor", flaky_executor(10**6))
+    out = evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems),
+                              datasets={"humaneval_plus": humaneval_plus})
+    assert out["eval/humaneval_plus/engine_errors"] == 6  # the 6 initial samples; nothing refined
+    monkeypatch.setattr(evaluation, "Executor", flaky_executor(0))
+    gen = ScriptedGenerator(humaneval_plus.problems)
+    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    assert out["eval/humaneval_plus/engine_errors"] == 0
+    assert gen.calls == 2  # refinements only (2 tasks): the initial programs ran again, unsampled
+    assert out["eval/humaneval_plus/init/pass@1"] == 0.0 and out["eval/humaneval_plus/refine/round1/pass@1"] == 1.0
 
 
 def test_resume_after_interruption_never_duplicates(tmp_path, humaneval_plus):

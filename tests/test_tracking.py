@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from selfdebug.config import EvaluateConfig, TrackingConfig, compose, to_typed
+from selfdebug.config import RunConfig, TrackingConfig, compose, to_typed
 from selfdebug.tracking import (
     NullTracker,
     open_tracker,
@@ -127,7 +127,7 @@ def test_run_metadata_hashes_the_config():
 
 
 def test_resolved_config_has_no_interpolations(tmp_path):
-    typed = to_typed(compose("evaluate", ["seed=5"], output_dir=tmp_path), EvaluateConfig)
+    typed = to_typed(compose("evaluate", ["seed=5"], output_dir=tmp_path), RunConfig)
     path = write_resolved_config(tmp_path, typed)
     text = path.read_text()
     assert "${" not in text

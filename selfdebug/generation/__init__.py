@@ -107,3 +107,37 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
         kwargs["cache_dir"] = kwargs.get("cache_dir") or cache_root() / "openai"
         return OpenAIGenerator(base_url, str(model_path), **kwargs)
     raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, openai")
+
+
+def build_generator(model, backend) -> Generator:
+    """The configured backend over the configured model (+ a LoRA adapter or checkpoint from
+    train.py). `model`, `backend`: config.py's ModelConfig and BackendConfig (duck-typed)."""
+    from dataclasses import asdict
+
+    from selfdebug.models import adapter_chain, merge_adapters, resolve_model
+
+    settings = {k: v for k, v in asdict(backend).items() if k != "name"}  # each backend ignores the rest
+    kwargs = dict(chat_format=model.chat_format, dtype=model.dtype, **settings)
+    if backend.name == "openai":  # the server holds the model: send its name, load nothing here
+        if model.adapter:
+            raise ValueError("model.adapter cannot be applied through backend=openai: serve the adapted model")
+        return make_generator("openai", model.source, **kwargs)
+    path = resolve_model(model.source)
+    if model.adapter and backend.name == "vllm":
+        if len(adapter_chain(model.adapter)) > 1:
+            raise ValueError(f"model.adapter={model.adapter} was trained on top of another adapter; vLLM applies one "
+                             "LoRA: merge the chain into a full model first, or use backend=hf")
+        generator = make_generator("vllm", path, enable_lora=True, **kwargs)
+        generator.load_lora(model.adapter)
+        return generator
+    if model.adapter:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from selfdebug.generation.hf import load_dtype
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(model.dtype, device))
+        merged = merge_adapters(base, model.adapter)
+        return make_generator(backend.name, model=merged, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
+    return make_generator(backend.name, path, **kwargs)
