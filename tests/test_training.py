@@ -1,0 +1,223 @@
+"""train.py: SFT and DPO with TRL on collect.py's data, with a tiny random model (real training)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfdebug.chat import render_with_answer
+from selfdebug.collection import Logs, build_datasets, write_datasets
+from selfdebug.config import RunConfig, compose, to_typed
+from selfdebug.data import DataError, load_dataset
+from selfdebug.episode import Attempt
+from selfdebug.training import load_policy, train
+from selfdebug.training.data import IGNORE, dpo_dataset, sft_dataset, tokenize_sft
+
+REPO = Path(__file__).resolve().parents[1]
+MBPP = REPO.parent / "shared" / "data" / "mbpp.jsonl"
+
+
+class NullTracker:
+    def __init__(self):
+        self.logged = []
+
+    def log(self, metrics, step=None):
+        self.logged.append((step, metrics))
+
+    def summary(self, metrics):
+        pass
+
+    def finish(self):
+        pass
+
+
+def att(task, sample, status, code, mode="init", round=0, branch=0, expl=""):
+    return Attempt(task_id=task, sample_id=sample, round=round, mode=mode, completion="", explanation=expl,
+                   code=code, parse_reason="ok", status=status, plus_status=None,
+                   feedback="AssertionError: expect f(1) == 2, but was 1", branch=branch)
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    """A collect.py run dir in the real output format, built from hand-made attempt logs of real
+    MBPP-train problems (collect.py's own tests cover how such logs come about)."""
+    ds = load_dataset("mbpp", split="train", path=MBPP, limit=3)
+    logs = Logs()
+    initial, teacher = [], []
+    for i, p in enumerate(ds.problems):
+        initial += [att(p.task_id, 0, "pass", p.canonical_solution),
+                    att(p.task_id, 1, "fail", f"def {p.entry_point}(*a):\n    return None")]
+        teacher += [att(p.task_id, 1, "pass", p.canonical_solution, "explain_refine", 1, 0,
+                        f"It returns None; task {i} needs the real computation."),
+                    att(p.task_id, 1, "fail", "def f():\n    return 0", "explain_refine", 1, 1, "A guess.")]
+    logs.initial = {("mbpp_train", a.key()): a for a in initial}
+    logs.teacher = {("mbpp_train", a.key()): a for a in teacher}
+    run_dir = tmp_path_factory.mktemp("collected")
+    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, logs))
+    return run_dir
+
+
+def make_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:
+    cfg = compose("train", [f"model.source={model_dir}", f"train.data={data}", "train.micro_batch_size=2",
+                            "train.batch_size=4", "train.warmup_steps=0", "train.lr=1e-2", "train.max_length=512",
+                            "train.save_steps=2", "tracking=none", *overrides], output_dir=tmp_path)
+    return to_typed(cfg, RunConfig)
+
+
+def test_loss_mask_is_exactly_the_final_assistant_turn(tiny_model_dir, collected):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [json.loads(x) for x in (collected / "data" / "sft.jsonl").read_text().splitlines()]
+    refine = next(r for r in rows if r["kind"] == "explain_refine")
+    example = tokenize_sft(refine["messages"], tok, "template", max_length=4096)
+    text, start = render_with_answer(refine["messages"], "template", tok)
+    answer_ids = tok(text[start:], add_special_tokens=False)["input_ids"]
+    trained = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE]
+    assert trained == answer_ids  # token by token: the answer and its end-of-turn marker, nothing else
+    n_prompt = len(example["input_ids"]) - len(answer_ids)
+    assert example["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert tok.decode(trained).startswith(refine["messages"][-1]["content"][:20])
+    assert "<|im_end|>" in tok.decode(trained)[-15:]
+    # the wrong code (an earlier assistant turn) is in the input but never a label
+    wrong = refine["messages"][1]["content"]
+    assert wrong in tok.decode(example["input_ids"]) and wrong not in tok.decode(trained)
+    # a prompt too long is cut from the left, the answer kept whole
+    cut = tokenize_sft(refine["messages"], tok, "template", max_length=len(answer_ids) + 5)
+    assert len(cut["input_ids"]) == len(answer_ids) + 5 and cut["labels"][5:] == answer_ids
+    assert tokenize_sft(refine["messages"], tok, "template", max_length=len(answer_ids)) is None
+
+
+def test_kinds_select_the_sft_mix(tiny_model_dir, collected):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert len(sft_dataset(str(collected), ["codegen"], tok, "template", 4096)) == 3
+    assert len(sft_dataset(str(collected), ["codegen", "refine", "explain_refine"], tok, "template", 4096)) == 9
+    with pytest.raises(DataError, match="no SFT examples"):
+        sft_dataset(str(collected), ["nothing"], tok, "template", 4096)
+    with pytest.raises(DataError, match="run collect.py first"):
+        sft_dataset(str(collected / "missing"), ["codegen"], tok, "template", 4096)
+
+
+def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, collected):
+    cfg = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=2")
+    metrics = train(cfg, NullTracker())
+    final = tmp_path / "run" / "final"
+    assert (final / "adapter_config.json").is_file() and metrics["train/steps"] == 2
+    from safetensors.torch import load_file
+
+    trained = load_file(str(final / "adapter_model.safetensors"))
+    assert trained
+    # LoRA B matrices start at zero: every one must have moved; A matrices must differ from init too.
+    for name, tensor in trained.items():
+        if "lora_B" in name:
+            assert tensor.abs().sum() > 0, name
+    # Resume: 2 more steps continue the step count from the checkpoint of step 2.
+    cfg4 = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=4")
+    tracker = NullTracker()
+    metrics = train(cfg4, tracker)
+    assert metrics["train/steps"] == 4
+    assert [step for step, m in tracker.logged if "train/loss" in m] == [3, 4]
+
+
+def test_full_fine_tuning_changes_every_parameter(tmp_path, tiny_model_dir, collected):
+    cfg = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=2", "train.lora.enabled=false")
+    before, _ = load_policy(cfg)
+    train(cfg, NullTracker())
+    from transformers import AutoModelForCausalLM
+
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    unchanged = [n for n in b if torch.equal(b[n], a[n])]
+    assert not unchanged, unchanged
+
+
+def test_dpo_loss_matches_hand_computation(tmp_path, tiny_model_dir, collected):
+    """TRL's DPO loss on a fixed batch equals mean(-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))),
+    with answer log-probabilities summed here by hand; the reference is the policy with its LoRA
+    adapter switched off (no second model)."""
+    import torch.nn.functional as F
+    from trl import DPOConfig, DPOTrainer
+
+    from selfdebug.training import lora_config
+
+    beta = 0.1
+    cfg = make_cfg(tmp_path, tiny_model_dir, collected, "algorithm=dpo")
+    model, tok = load_policy(cfg)
+    data = dpo_dataset(str(collected), tok, "template")
+    trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=str(tmp_path / "dpo"), beta=beta, report_to="none",
+                                                     per_device_train_batch_size=2, use_cpu=True, max_length=None),
+                         train_dataset=data, processing_class=tok, peft_config=lora_config(cfg))
+    assert trainer.ref_model is None  # the adapter-disabled policy is the reference
+    policy = trainer.model
+    torch.manual_seed(0)
+    with torch.no_grad():  # LoRA B starts at 0 (policy == reference): move it so the margins differ
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    policy.eval()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(policy, batch))
+
+    def answer_logp(prompt: str, answer: str) -> float:
+        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        ids = torch.tensor([tok(prompt + answer, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            logits = policy(input_ids=ids).logits[0, :-1].float()
+        logp = F.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0]
+        return float(logp[n_prompt - 1:].sum())
+
+    def with_eos(text):
+        return text if text.endswith(tok.eos_token) else text + tok.eos_token
+
+    terms = []
+    for row in (data[0], data[1]):
+        chosen, rejected = with_eos(row["chosen"]), with_eos(row["rejected"])
+        pi = answer_logp(row["prompt"], chosen) - answer_logp(row["prompt"], rejected)
+        with policy.disable_adapter():
+            ref = answer_logp(row["prompt"], chosen) - answer_logp(row["prompt"], rejected)
+        terms.append(-F.logsigmoid(torch.tensor(beta * (pi - ref))))
+    expected = float(torch.stack(terms).mean())
+    assert abs(expected - math.log(2)) > 1e-3  # not the trivial policy == reference value
+    assert loss == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_dpo_trains_and_chains_on_the_sft_adapter(tmp_path, tiny_model_dir, collected):
+    sft = make_cfg(tmp_path / "sft", tiny_model_dir, collected, "train.max_steps=1")
+    train(sft, NullTracker())
+    dpo = make_cfg(tmp_path / "dpo", tiny_model_dir, collected, "algorithm=dpo", "train.max_steps=1",
+                   f"model.adapter={tmp_path / 'sft' / 'final'}")
+    metrics = train(dpo, NullTracker())
+    assert metrics["train/steps"] == 1
+    from selfdebug.models import adapter_chain
+
+    assert adapter_chain(tmp_path / "dpo" / "final") == [tmp_path / "sft" / "final", tmp_path / "dpo" / "final"]
+
+
+def test_train_entry_script_and_evaluate_loads_the_result(tmp_path, tiny_model_dir, collected):
+    run = tmp_path / "sft"
+    subprocess.run([sys.executable, "train.py", "algorithm=sft", f"model.source={tiny_model_dir}",
+                    f"train.data={collected}", "train.max_steps=1", "train.micro_batch_size=2", "train.batch_size=2",
+                    "train.warmup_steps=0", "tracking=none", f"hydra.run.dir={run}"],
+                   cwd=REPO, check=True, capture_output=True, timeout=600)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train/steps"] == 1 and metrics["train/tokens_seen"] > 0
+    hep = REPO.parent / "shared" / "data" / "HumanEvalPlus-v0.1.10.jsonl.gz"
+    proc = subprocess.run([sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"model.adapter={run / 'final'}",
+                           f"dataset.humaneval_plus.path={hep}", "dataset.humaneval_plus.limit=1", "sampling.n=1",
+                           "sampling.max_new_tokens=8", "refine_sampling.max_new_tokens=8", "k=[1]", "modes=[refine]",
+                           "tracking=none", f"hydra.run.dir={tmp_path / 'eval'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "eval/humaneval_plus/init/pass@1" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    # without data: one clear line naming the fix
+    proc = subprocess.run([sys.executable, "train.py", f"model.source={tiny_model_dir}", "tracking=none",
+                           f"hydra.run.dir={tmp_path / 'nodata'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "train.data is not set" in output and "Traceback" not in output
