@@ -14,6 +14,11 @@ import os
 import tempfile
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
 from selfdebug.collection import collect
 from selfdebug.config import RunConfig, compose, to_typed
 from selfdebug.data import load_datasets

@@ -12,6 +12,11 @@ import argparse
 import os
 import time
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
 from selfdebug.generation import SamplingParams, make_generator
 from selfdebug.models import resolve_model
 

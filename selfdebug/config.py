@@ -177,6 +177,51 @@ class CollectConfig:
 
 
 @dataclass
+class RewardConfig:
+    """conf/reward/*.yaml: the LeDex reward (selfdebug/rewards.py), every coefficient and term switch.
+    R(r) = code_scale * (codebleu_weight * S_cb + unit_test_weight * S_ut) + code_offset;
+    R(e) = explanation_scale * S_ex + explanation_offset. Paper: 5 (S_cb + S_ut) - 5 and (50 S_ex - 35) / 3."""
+
+    name: str = "ledex"
+    codebleu_weight: float = 1.0
+    unit_test_weight: float = 1.0
+    binary_unit_tests: bool = False  # S_ut = 1 if every test passes else 0 (instead of the fraction)
+    code_scale: float = 5.0
+    code_offset: float = -5.0
+    explanation: bool = True  # the explanation reward R(e) on the last explanation token
+    explanation_scale: float = 50.0 / 3.0
+    explanation_offset: float = -35.0 / 3.0
+    # sentence embedder for S_ex: "all-minilm-l6-v2" (offline wheel) or a hub id, e.g. the paper's
+    # "sentence-transformers/all-roberta-large-v1"
+    embedder: str = "all-minilm-l6-v2"
+
+
+@dataclass
+class PPOConfig:
+    """train.ppo: PPO from the SFT policy (LeDex §2.3). Paper: lr 2e-6, batch 64, gamma 0.99, value
+    head = a linear layer on the policy's hidden states; the rest is our choice, marked so."""
+
+    prompts_per_step: int = 64  # rollouts per PPO step (paper: batch 64)
+    modes: list[str] = field(default_factory=lambda: ["refine", "explain_refine"])  # prompts alternate formats
+    temperature: float = 1.0  # rollout sampling (our choice)
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    gamma: float = 0.99  # paper
+    lam: float = 0.95  # GAE lambda (our choice)
+    clip: float = 0.2  # policy ratio clip (our choice, standard)
+    value_clip: float = 0.2  # our choice
+    value_coef: float = 0.1  # weight of the value loss (our choice)
+    ppo_epochs: int = 4  # passes over each batch of rollouts (our choice)
+    minibatch_size: int = 8  # rollouts per gradient step (our choice)
+    kl_coef: float = 0.05  # beta of the per-token KL penalty to the reference (SFT) policy (our choice)
+    adaptive_kl: bool = False  # adapt beta towards target_kl (Ziegler et al. 2019)
+    target_kl: float = 6.0  # per-sequence KL the adaptive controller aims at
+    kl_horizon: int = 10000
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+
+
+@dataclass
 class LoraConfig:
     """train.lora: parameter-efficient fine-tuning (peft). LeDex does not say; LoRA is our default."""
 
@@ -213,6 +258,7 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 1
     dpo_beta: float = 0.1  # DPO: strength of the KL to the reference (the SFT model)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,6 +289,7 @@ class RunConfig:
     samples: Optional[str] = None  # score an existing EvalPlus samples .jsonl instead of generating
     collect: CollectConfig = field(default_factory=CollectConfig)  # collect.py
     train: TrainConfig = field(default_factory=TrainConfig)  # train.py
+    reward: RewardConfig = field(default_factory=RewardConfig)  # train.py algorithm=ppo
     seed: int = 0
     output_dir: str = MISSING  # the run dir (Hydra's): resolved config, metrics.json, JSONL artifacts
     experiment: Optional[str] = None  # name of the conf/experiment file used, for grouping runs

@@ -47,6 +47,8 @@ class Attempt:
     # j-th of the m samples drawn for the same prompt (collection's teacher: m refinements of one
     # wrong solution); 0 wherever one sample per prompt is drawn.
     branch: int = 0
+    # generated token ids (PPO scores exactly these); not logged
+    token_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def base_passed(self) -> bool:
@@ -72,6 +74,7 @@ class Attempt:
         record = asdict(self)
         record["verdicts"], record["plus_verdicts"] = list(self.verdicts), list(self.plus_verdicts)
         record["messages"] = list(self.messages)
+        del record["token_ids"]
         return record
 
     @classmethod
@@ -139,18 +142,19 @@ def _attempt(req: Request, completion, base: ExecResult, plus: ExecResult | None
         task_id=req.task_id, sample_id=req.sample_id, round=req.round, mode=req.mode,
         completion=completion.text, explanation=parsed.explanation, code=code,
         parse_reason=parsed.reason, n_tokens=completion.n_tokens, messages=tuple(req.messages),
-        branch=req.branch, **_verdicts(base, plus))
+        branch=req.branch, token_ids=tuple(completion.token_ids), **_verdicts(base, plus))
 
 
 def sample_and_execute(generator, executor: Executor, problems: dict, requests: Sequence[Request],
-                       params, seed, tasks_per_call: int = 1) -> Iterator[list[Attempt]]:
+                       params, seed, tasks_per_call: int = 1, fail_fast: bool = True) -> Iterator[list[Attempt]]:
     """Sample one completion per request, parse it, execute base (+plus) tests.
 
     Requests are batched by fixed chunks of `tasks_per_call` consecutive tasks of `problems` (an
     ordered dict), each chunk sampled with a seed derived from (seed, chunk, mode, round) only, so
     a resumed run samples exactly what an uninterrupted one would have. Yields the Attempts of one
     chunk at a time (callers append them to their log at once); generation of chunk c+1 overlaps
-    with the execution of chunk c through the executor's futures.
+    with the execution of chunk c through the executor's futures. fail_fast=False runs every test
+    (the RL reward's S_ut needs them all).
     """
     from dataclasses import replace
 
@@ -168,7 +172,7 @@ def sample_and_execute(generator, executor: Executor, problems: dict, requests: 
             parsed = parse_completion(completion.text, mode=req.mode, entry_point=problem.entry_point,
                                       starter_code=problem.starter_code)
             code = build_program(parsed.code, problem.starter_code, problem.entry_point)
-            futures = [executor.submit(job) for job in jobs_for(problem, code, "|".join(map(str, req.key())))]
+            futures = [executor.submit(job) for job in jobs_for(problem, code, "|".join(map(str, req.key())), fail_fast)]
             submitted.append((req, completion, parsed, code, futures))
         if pending is not None:
             yield _collect(problems, pending)

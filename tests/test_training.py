@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from selfdebug.chat import render_with_answer
-from selfdebug.collection import Logs, build_datasets, write_datasets
 from selfdebug.config import RunConfig, compose, to_typed
-from selfdebug.data import DataError, load_dataset
-from selfdebug.episode import Attempt
+from selfdebug.data import DataError
 from selfdebug.training import load_policy, train
 from selfdebug.training.data import IGNORE, dpo_dataset, sft_dataset, tokenize_sft
 
@@ -33,32 +31,6 @@ class NullTracker:
 
     def finish(self):
         pass
-
-
-def att(task, sample, status, code, mode="init", round=0, branch=0, expl=""):
-    return Attempt(task_id=task, sample_id=sample, round=round, mode=mode, completion="", explanation=expl,
-                   code=code, parse_reason="ok", status=status, plus_status=None,
-                   feedback="AssertionError: expect f(1) == 2, but was 1", branch=branch)
-
-
-@pytest.fixture(scope="module")
-def collected(tmp_path_factory):
-    """A collect.py run dir in the real output format, built from hand-made attempt logs of real
-    MBPP-train problems (collect.py's own tests cover how such logs come about)."""
-    ds = load_dataset("mbpp", split="train", path=MBPP, limit=3)
-    logs = Logs()
-    initial, teacher = [], []
-    for i, p in enumerate(ds.problems):
-        initial += [att(p.task_id, 0, "pass", p.canonical_solution),
-                    att(p.task_id, 1, "fail", f"def {p.entry_point}(*a):\n    return None")]
-        teacher += [att(p.task_id, 1, "pass", p.canonical_solution, "explain_refine", 1, 0,
-                        f"It returns None; task {i} needs the real computation."),
-                    att(p.task_id, 1, "fail", "def f():\n    return 0", "explain_refine", 1, 1, "A guess.")]
-    logs.initial = {("mbpp_train", a.key()): a for a in initial}
-    logs.teacher = {("mbpp_train", a.key()): a for a in teacher}
-    run_dir = tmp_path_factory.mktemp("collected")
-    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, logs))
-    return run_dir
 
 
 def make_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:

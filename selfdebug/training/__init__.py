@@ -20,7 +20,7 @@ from selfdebug.data import DataError
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("sft", "dpo")
+ALGORITHMS = ("sft", "dpo", "ppo")
 FINAL_DIR, CHECKPOINT_DIR = "final", "checkpoints"
 
 
@@ -124,7 +124,11 @@ def train(cfg: RunConfig, tracker) -> dict[str, float]:
         raise DataError(f"train.algorithm={algorithm!r}: choose one of {', '.join(ALGORITHMS)} (algorithm=sft)")
     from selfdebug.training.data import data_file
 
-    data_file(cfg.train.data, algorithm)  # a missing input fails before minutes of model loading
+    data_file(cfg.train.data, "rl" if algorithm == "ppo" else algorithm)  # fail before minutes of loading
+    if algorithm == "ppo":
+        from selfdebug.training.ppo import PPOTrainer
+
+        return PPOTrainer(cfg, tracker).train()
     run_dir = Path(cfg.output_dir)
     model, tokenizer = load_policy(cfg)
     history: list[dict] = []

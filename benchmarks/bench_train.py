@@ -1,0 +1,95 @@
+"""SFT training throughput and peak memory on this machine: LoRA vs full fine-tuning, side by side.
+
+    python benchmarks/bench_train.py                                  # SmolLM2-135M, 8 steps each
+    python benchmarks/bench_train.py --model qwen2.5-coder-0.5b-instruct --steps 4
+
+Data: collect.py's SFT format (code-generation examples: MBPP-train reference solutions, chat-rendered
+and tokenized by selfdebug.training.data). Each configuration trains in its own process, so peak RSS
+is that configuration's alone. tokens/s counts non-padding input tokens per second of training.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from anywhere without installing
+MBPP = REPO.parent / "shared" / "data" / "mbpp.jsonl"
+
+
+def write_data(run_dir: Path, limit: int) -> None:
+    from selfdebug.collection import Logs, build_datasets, write_datasets
+    from selfdebug.data import load_dataset
+    from selfdebug.episode import Attempt
+
+    ds = load_dataset("mbpp", split="train", path=MBPP, limit=limit)
+    logs = Logs()
+    logs.initial = {("mbpp_train", (p.task_id,)): Attempt(
+        task_id=p.task_id, sample_id=0, round=0, mode="init", completion="", explanation="",
+        code=p.canonical_solution, parse_reason="ok", status="pass", plus_status=None, feedback="")
+        for p in ds.problems}
+    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, logs))
+
+
+def one(model: str, lora: bool, steps: int, micro: int) -> dict:
+    from selfdebug.config import RunConfig, compose, to_typed
+    from selfdebug.training import train
+
+    class Quiet:
+        def log(self, metrics, step=None): ...
+        def summary(self, metrics): ...
+        def finish(self): ...
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "collect"
+        write_data(data, limit=max(16, 2 * steps * micro))
+        cfg = to_typed(compose("train", [f"model={model}", f"train.data={data}", f"train.max_steps={steps}",
+                                         f"train.micro_batch_size={micro}", f"train.batch_size={micro}",
+                                         "train.warmup_steps=0", "train.save_steps=100000", f"train.lora.enabled={lora}",
+                                         "tracking=none"], output_dir=Path(tmp) / "run"), RunConfig)
+        start = time.perf_counter()
+        metrics = train(cfg, Quiet())
+        seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"model": model, "mode": "LoRA" if lora else "full", "steps": metrics["train/steps"],
+            "train_s": metrics["train/time_s"], "total_s": seconds, "tokens": metrics["train/tokens_seen"],
+            "tokens_per_s": metrics["train/tokens_seen"] / metrics["train/time_s"], "peak_rss_mb": peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--micro-batch-size", type=int, default=4)
+    parser.add_argument("--one", choices=["lora", "full"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(one(args.model, args.one == "lora", args.steps, args.micro_batch_size)))
+        return
+    load_before = os.getloadavg()[0]
+    rows = []
+    for mode in ("lora", "full"):
+        proc = subprocess.run([sys.executable, __file__, "--one", mode, "--model", args.model, "--steps", str(args.steps),
+                               "--micro-batch-size", str(args.micro_batch_size)], capture_output=True, text=True)
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(line[len("RESULT "):]))
+    import torch
+
+    print(f"\n{args.model}, {args.steps} steps x {args.micro_batch_size} examples; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"{'mode':<5} {'steps':>5} {'train s':>8} {'tokens':>7} {'tokens/s':>9} {'peak RSS MB':>11}")
+    for r in rows:
+        print(f"{r['mode']:<5} {r['steps']:>5} {r['train_s']:>8.1f} {r['tokens']:>7.0f} {r['tokens_per_s']:>9.1f} "
+              f"{r['peak_rss_mb']:>11.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""PPO with the LeDex reward: reward terms, token placement, PPO maths (hand-computed), and real runs."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfdebug import rewards as R
+from selfdebug.config import RewardConfig, RunConfig, compose, to_typed
+from selfdebug.training import ppo_math as M
+
+LEDEX = RewardConfig()
+
+
+# ----------------------------------------------------------------------------- reward terms
+@pytest.mark.parametrize(("s_ex", "expected"), [(0.4, -5.0), (0.7, 0.0), (1.0, 5.0)])
+def test_explanation_reward_paper_points(s_ex, expected):
+    assert R.explanation_reward(s_ex, LEDEX) == pytest.approx(expected)
+
+
+def test_code_reward_and_ablations():
+    assert R.code_reward(1.0, 1.0, LEDEX) == 5.0 and R.code_reward(0.0, 0.0, LEDEX) == -5.0
+    assert R.code_reward(0.4, 0.5, LEDEX) == pytest.approx(5 * 0.9 - 5)
+    unit = RewardConfig(codebleu_weight=0.0, unit_test_weight=2.0, explanation=False)
+    assert R.code_reward(0.9, 0.25, unit) == pytest.approx(10 * 0.25 - 5)
+    binary = RewardConfig(codebleu_weight=0.0, unit_test_weight=2.0, binary_unit_tests=True, explanation=False)
+    part = R.score(code="x = 1", explanation="why", pass_fraction=0.75, passed=False, reference_codes=["x = 1"],
+                   explanation_similarity=0.9, cfg=binary)
+    assert (part.s_ut, part.code_reward, part.explanation_reward) == (0.0, -5.0, None)
+
+
+def test_codebleu_and_cosine_by_hand():
+    code = "def add(a, b):\n    return a + b\n"
+    assert R.codebleu(code, [code]) == pytest.approx(1.0)
+    assert R.codebleu(code, []) == 0.0 and R.codebleu("", [code]) == 0.0
+    other = R.codebleu("def mul(a, b):\n    return a * b\n", [code])
+    assert 0.0 < other < 1.0
+    assert R.codebleu(code, [code, "def mul(a, b):\n    return a * b\n"]) == pytest.approx((1.0 + other) / 2, rel=1e-6)
+    # cos((1,0),(1,0)) = 1, cos((1,0),(0,2)) = 0 -> mean 0.5; cos((1,0),(-3,0)) = -1
+    assert R.cosine_mean([1.0, 0.0], [[1.0, 0.0], [0.0, 2.0]]) == pytest.approx(0.5)
+    assert R.cosine_mean([1.0, 0.0], [[-3.0, 0.0]]) == pytest.approx(-1.0)
+
+
+def test_embedder_similarity_orders_explanations():
+    emb = R.Embedder("all-minilm-l6-v2")
+    refs = emb.encode(["The loop stops one element early, so the last item is never counted."])
+    close, far = emb.encode(["The loop ends one step too early and misses the final element.",
+                             "Bananas are rich in potassium."])
+    assert R.cosine_mean(close, refs) > 0.6 > R.cosine_mean(far, refs)
+
+
+# ----------------------------------------------------------------------------- token placement
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from selfdebug.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+
+
+@pytest.mark.parametrize("response", [
+    "The loop is off by one.\n\n```python\ndef f(x):\n    return x + 1\n```",
+    "The loop is off by one.\ndef f(x):\n    return x + 1\n",
+])
+def test_explanation_end_token_on_real_tokenizations(smollm2_tokenizer, response):
+    from selfdebug.parsing import parse_completion
+    from selfdebug.training.ppo import response_offsets
+
+    tok = smollm2_tokenizer
+    ids = tok(response, add_special_tokens=False)["input_ids"]
+    text, offsets = response_offsets(tok, ids)
+    assert text == response
+    parsed = parse_completion(text, mode="explain_refine", entry_point="f")
+    assert parsed.explanation == "The loop is off by one."
+    end = M.explanation_end_token(text, offsets, M.code_start_char(text, parsed.code))
+    assert text[: offsets[end][1]].rstrip() == "The loop is off by one."  # ends exactly at the explanation
+    assert "." in tok.decode(ids[end])
+    # the reward tensor: R(e) there, R(r) on the last token, nothing elsewhere
+    mask = torch.ones(1, len(ids))
+    placed = M.place_scores(mask, [[(len(ids) - 1, 2.0), (end, -1.5)]])
+    expected = torch.zeros(1, len(ids))
+    expected[0, end], expected[0, -1] = -1.5, 2.0
+    assert torch.equal(placed, expected)
+
+
+def test_no_explanation_before_the_code():
+    text = "```python\nx = 1\n```"
+    offsets = [(0, 3), (3, 9), (9, 10), (10, 15), (15, 16), (16, 19)]
+    assert M.explanation_end_token(text, offsets, M.code_start_char(text, "x = 1")) is None
+
+
+# ----------------------------------------------------------------------------- PPO maths by hand
+def test_kl_penalized_rewards_by_hand():
+    scores = torch.tensor([[0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -2.0, -1.0], [-0.5, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    rewards, kl = M.kl_penalized_rewards(scores, logp, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, 0.5], [-0.5, 0.0, 0.0]]))
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.0, 2.95], [1.05, 0.0, 0.0]]))
+
+
+def test_gae_by_hand():
+    # gamma 0.5, lambda 0.5, one row of 3 tokens then padding.
+    r = torch.tensor([[1.0, 0.0, 2.0, 0.0]])
+    v = torch.tensor([[0.5, 1.0, 1.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    adv, ret = M.gae(r, v, mask, gamma=0.5, lam=0.5)
+    # deltas: d2 = 2 - 1 = 1; d1 = 0 + 0.5*1 - 1 = -0.5; d0 = 1 + 0.5*1 - 0.5 = 1
+    # A2 = 1; A1 = -0.5 + 0.25*1 = -0.25; A0 = 1 + 0.25*(-0.25) = 0.9375
+    assert torch.allclose(adv, torch.tensor([[0.9375, -0.25, 1.0, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[1.4375, 0.75, 2.0, 0.0]]))
+    # gamma = lambda = 1, values 0: advantages are reward-to-go
+    adv, _ = M.gae(r, torch.zeros_like(v), mask, 1.0, 1.0)
+    assert torch.allclose(adv, torch.tensor([[3.0, 2.0, 2.0, 0.0]]))
+
+
+def test_clipped_policy_and_value_losses_by_hand():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, 1.0, -1.0]])
+    mask = torch.ones(1, 3)
+    loss, clipfrac = M.policy_loss(new, old, adv, mask, clip=0.2)
+    # token terms: max(-1.5, -1.2) = -1.2; max(-0.5, -0.8) = -0.5; max(1.1, 1.1) = 1.1 -> mean -0.2
+    assert float(loss) == pytest.approx(-0.2, abs=1e-6)
+    assert float(clipfrac) == pytest.approx(1 / 3)
+    vl = M.value_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]]),
+                      torch.ones(1, 2), clip=0.5)
+    # token 0: max((1-0)^2, (0.5-0)^2) = 1; token 1: max((0-1)^2, (0-1)^2) = 1 -> 0.5 * mean = 0.5
+    assert float(vl) == pytest.approx(0.5)
+
+
+def test_whiten_and_adaptive_kl():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = M.whiten(x, mask)
+    assert torch.allclose(w[0, :3], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-3) and w[0, 3] == 0
+    kl = M.AdaptiveKLController(0.1, target=6.0, horizon=100)
+    assert kl.update(12.0, 10) == pytest.approx(0.1 * (1 + 0.2 * 0.1))  # error clipped at +0.2
+    assert kl.update(6.0, 10) == pytest.approx(0.1 * 1.02)
+
+
+# ----------------------------------------------------------------------------- real runs
+def ppo_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:
+    cfg = compose("train", ["algorithm=ppo", f"model.source={model_dir}", f"train.data={data}",
+                            "train.ppo.prompts_per_step=4", "train.ppo.max_new_tokens=12", "train.ppo.minibatch_size=2",
+                            "train.ppo.ppo_epochs=2", "train.lr=1e-2", "train.save_steps=1", "backend.batch_size=4",
+                            "execution.workers=2", "tracking=none", *overrides], output_dir=tmp_path)
+    return to_typed(cfg, RunConfig)
+
+
+class Recorder:
+    def __init__(self):
+        self.logged, self.hists = [], []
+
+    def log(self, metrics, step=None):
+        self.logged.append((step, metrics))
+
+    def histograms(self, values, step=None):
+        self.hists.append((step, values))
+
+    def summary(self, metrics):
+        pass
+
+    def finish(self):
+        pass
+
+
+def test_ppo_end_to_end_changes_every_trainable_parameter_and_resumes(tmp_path, tiny_model_dir, collected):
+    from selfdebug.training.ppo import PPOTrainer
+
+    cfg = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=2")
+    trainer = PPOTrainer(cfg, Recorder())
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    before.update({f"value_head.{n}": p.detach().clone() for n, p in trainer.value_head.named_parameters()})
+    out = trainer.train()
+    after = {n: p for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    after.update({f"value_head.{n}": p for n, p in trainer.value_head.named_parameters()})
+    unchanged = [n for n in before if torch.equal(before[n], after[n])]
+    assert not unchanged, unchanged
+    assert out["train/steps"] == 2 and (tmp_path / "final" / "adapter_config.json").is_file()
+    step, metrics = trainer.tracker.logged[-1]
+    for key in ("reward/code/mean", "reward/s_ut/mean", "reward/s_cb/mean", "ppo/kl", "ppo/entropy", "ppo/clipfrac",
+                "ppo/value_loss", "ppo/explained_variance", "ppo/pass_rate", "time/generate_s", "time/execute_s",
+                "time/reward_s", "time/update_s"):
+        assert key in metrics, key
+    assert trainer.tracker.hists
+    # resume: a new trainer continues at step 2 and runs only step 3
+    cfg3 = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=3")
+    resumed = PPOTrainer(cfg3, Recorder())
+    resumed.train()
+    assert [s for s, _ in resumed.tracker.logged] == [3]
+    assert json.loads((tmp_path / "checkpoints" / "step-3" / "ppo_state.json").read_text())["step"] == 3
+
+
+def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
+    """A real learning signal: only the explanation reward, against one reference explanation that the
+    tiny model's tokenizer was trained on; 12 PPO steps raise the mean reward."""
+    from selfdebug.collection import write_datasets
+    from selfdebug.training.ppo import PPOTrainer
+
+    row = {"dataset": "toy", "task_id": "toy/1", "sample_id": 0,
+           "prompts": {"explain_refine": [{"role": "user", "content": "Explain the bug."}]},
+           "wrong_code": "", "feedback": "", "reference_codes": ["x = 1"],
+           "reference_explanations": ["The code is wrong because the loop is off by one."],
+           "tests": {"kind": "assert", "tests": ["assert True"], "expected": [], "time_limits": [],
+                     "entry_point": "f", "setup": ""}}
+    write_datasets(tmp_path / "data_run", {"sft": [], "rl": [row], "dpo": []}, {})
+    cfg = ppo_cfg(tmp_path / "run", tiny_model_dir, tmp_path / "data_run", "train.max_steps=15",
+                  "train.ppo.modes=[explain_refine]", "train.ppo.prompts_per_step=8", "train.ppo.minibatch_size=4",
+                  "train.ppo.kl_coef=0.0", "train.lr=1e-2", "train.save_steps=100", "reward.codebleu_weight=0",
+                  "train.lora.enabled=false", "train.ppo.max_new_tokens=6", "train.ppo.ppo_epochs=4",
+                  "reward.unit_test_weight=0", "reward.code_scale=0", "reward.code_offset=0")
+    trainer = PPOTrainer(cfg, Recorder())
+    trainer.train()
+    rewards = [m["reward/total/mean"] for _, m in trainer.tracker.logged]
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5, rewards
