@@ -16,9 +16,14 @@ register_configs()
 
 
 def train(cfg, tracker):
-    from selfdebug import training
+    import hashlib
 
-    return training.train(cfg, tracker), {}
+    from selfdebug import training
+    from selfdebug.training.data import data_file
+
+    metrics = training.train(cfg, tracker)  # validates the algorithm and the data first
+    data = data_file(cfg.train.data, {"ppo": "rl"}.get(cfg.train.algorithm, cfg.train.algorithm))
+    return metrics, {"train_data": hashlib.sha256(data.read_bytes()).hexdigest()}
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

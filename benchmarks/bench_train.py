@@ -3,8 +3,8 @@
     python benchmarks/bench_train.py                                  # SmolLM2-135M, 8 steps each
     python benchmarks/bench_train.py --model qwen2.5-coder-0.5b-instruct --steps 4
 
-Data: collect.py's SFT format (code-generation examples: MBPP-train reference solutions, chat-rendered
-and tokenized by selfdebug.training.data). Each configuration trains in its own process, so peak RSS
+Data: collect.py's SFT format from MBPP-train reference solutions (collection.reference_logs: code
+generation, refine and explain+refine examples), chat-rendered and tokenized by selfdebug.training.data. Each configuration trains in its own process, so peak RSS
 is that configuration's alone. tokens/s counts non-padding input tokens per second of training.
 """
 
@@ -24,17 +24,11 @@ MBPP = REPO.parent / "shared" / "data" / "mbpp.jsonl"
 
 
 def write_data(run_dir: Path, limit: int) -> None:
-    from selfdebug.collection import Logs, build_datasets, write_datasets
+    from selfdebug.collection import build_datasets, reference_logs, write_datasets
     from selfdebug.data import load_dataset
-    from selfdebug.episode import Attempt
 
     ds = load_dataset("mbpp", split="train", path=MBPP, limit=limit)
-    logs = Logs()
-    logs.initial = {("mbpp_train", (p.task_id,)): Attempt(
-        task_id=p.task_id, sample_id=0, round=0, mode="init", completion="", explanation="",
-        code=p.canonical_solution, parse_reason="ok", status="pass", plus_status=None, feedback="")
-        for p in ds.problems}
-    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, logs))
+    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, reference_logs("mbpp_train", ds)))
 
 
 def one(model: str, lora: bool, steps: int, micro: int) -> dict:

@@ -303,6 +303,29 @@ def build_datasets(datasets: dict[str, Dataset], logs: Logs, dedupe: bool = True
     return out, stats
 
 
+def reference_logs(key: str, ds: Dataset) -> Logs:
+    """Attempt logs made from the dataset's reference solutions, no model involved: per problem a
+    correct solution, a wrong one (a stub returning None) and two teacher samples for it, one
+    correct (the reference, with an explanation) and one wrong. build_datasets turns them into
+    collect.py-format data with every kind of record: for tests and benchmarks of the training stages."""
+    def attempt(p, sample, status, code, mode=INIT, branch=0, explanation=""):
+        return Attempt(task_id=p.task_id, sample_id=sample, round=0 if mode == INIT else 1, mode=mode,
+                       completion="", explanation=explanation, code=code, parse_reason="ok", status=status,
+                       plus_status=None, feedback="AssertionError: expect the reference result, but was None",
+                       branch=branch)
+
+    logs = Logs()
+    for i, p in enumerate(ds.problems):
+        stub = f"def {p.entry_point or 'solve'}(*args):\n    return None"
+        for a in (attempt(p, 0, "pass", p.canonical_solution), attempt(p, 1, "fail", stub)):
+            logs.initial[(key, a.key())] = a
+        for a in (attempt(p, 1, "pass", p.canonical_solution, TEACHER_MODE, 0,
+                          f"The function returns None instead of computing the result of task {i}."),
+                  attempt(p, 1, "fail", "def wrong():\n    return 0", TEACHER_MODE, 1, "It needs another guess.")):
+            logs.teacher[(key, a.key())] = a
+    return logs
+
+
 TABLE1_COLUMNS = {"problems": "Problems", "unique": "Unique solutions", "correct": "Correct", "wrong": "Wrong",
                   "refined": "Refined", "rate": "Rate (%)", "refinements": "Refinements sampled",
                   "correct_refinements": "Correct refinements"}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -290,6 +290,9 @@ class RunConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)  # collect.py
     train: TrainConfig = field(default_factory=TrainConfig)  # train.py
     reward: RewardConfig = field(default_factory=RewardConfig)  # train.py algorithm=ppo
+    # Free-form values for interpolation in experiment files, e.g. per-algorithm settings in one file:
+    # vars: {lr: {sft: 1e-4, ppo: 1e-5}} + train.lr: ${vars.lr.${train.algorithm}}
+    vars: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     output_dir: str = MISSING  # the run dir (Hydra's): resolved config, metrics.json, JSONL artifacts
     experiment: Optional[str] = None  # name of the conf/experiment file used, for grouping runs

@@ -123,33 +123,16 @@ def flaky_executor(failures: int):
     return FlakyExecutor
 
 
-def att(task, sample, status, code, mode="init", round=0, branch=0, expl=""):
-    from selfdebug.episode import Attempt
-
-    return Attempt(task_id=task, sample_id=sample, round=round, mode=mode, completion="", explanation=expl,
-                   code=code, parse_reason="ok", status=status, plus_status=None,
-                   feedback="AssertionError: expect f(1) == 2, but was 1", branch=branch)
-
-
 @pytest.fixture(scope="session")
 def collected(tmp_path_factory):
-    """A collect.py run dir in the real output format, built from hand-made attempt logs of real
-    MBPP-train problems (collect.py's own tests cover how such logs come about)."""
-    from selfdebug.collection import Logs, build_datasets, write_datasets
+    """A collect.py run dir in the real output format, from 3 real MBPP-train problems and attempt
+    logs made of their reference solutions (collection.reference_logs; collect.py's own tests cover
+    how real logs come about)."""
+    from selfdebug.collection import build_datasets, reference_logs, write_datasets
     from selfdebug.data import load_dataset
 
     ds = load_dataset("mbpp", split="train", path=Path(__file__).resolve().parents[2] / "shared" / "data" / "mbpp.jsonl",
                       limit=3)
-    logs = Logs()
-    initial, teacher = [], []
-    for i, p in enumerate(ds.problems):
-        initial += [att(p.task_id, 0, "pass", p.canonical_solution),
-                    att(p.task_id, 1, "fail", f"def {p.entry_point}(*a):\n    return None")]
-        teacher += [att(p.task_id, 1, "pass", p.canonical_solution, "explain_refine", 1, 0,
-                        f"It returns None; task {i} needs the real computation."),
-                    att(p.task_id, 1, "fail", "def f():\n    return 0", "explain_refine", 1, 1, "A guess.")]
-    logs.initial = {("mbpp_train", a.key()): a for a in initial}
-    logs.teacher = {("mbpp_train", a.key()): a for a in teacher}
     run_dir = tmp_path_factory.mktemp("collected")
-    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, logs))
+    write_datasets(run_dir, *build_datasets({"mbpp_train": ds}, reference_logs("mbpp_train", ds)))
     return run_dir

@@ -100,8 +100,8 @@ def test_every_option_of_every_group_composes(tmp_path):
                     # The package header must key the entry by the file's own name.
                     assert list(typed.dataset) == [option.stem], option
                 checked.add(option)
-    # conf/accelerate holds `accelerate launch` configs, not Hydra options.
-    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in ("experiment", "base", "accelerate")
+    # conf/accelerate and conf/sweeps hold `accelerate launch` and W&B sweep configs, not Hydra options.
+    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in ("experiment", "base", "accelerate", "sweeps")
                    for p in d.glob("*.yaml")}
     assert checked == all_options, f"options no primary config selects: {all_options - checked}"
     assert len(checked) >= 20  # 6 models, 7 datasets, 3 backends, 2 execution, 2 tracking
@@ -217,3 +217,16 @@ def test_accelerate_launch_configs_load(path):
     config = load_config_from_file(str(path))
     assert config.num_processes == 8 and config.mixed_precision == "bf16"
     assert str(config.distributed_type).split(".")[-1] in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_wandb_sweep_specs_pass_hydra_overrides(path, tmp_path):
+    """Each W&B sweep runs an entry script with `${args_no_hyphens}` (name=value: Hydra overrides), and
+    every value of every parameter composes as such an override."""
+    spec = yaml.safe_load(path.read_text())
+    assert "${args_no_hyphens}" in spec["command"] and (REPO_DIR / spec["program"]).is_file()
+    script = Path(spec["program"]).stem
+    fixed = [a for a in spec["command"] if "=" in a and not a.startswith("$")]
+    for name, values in spec["parameters"].items():
+        for value in values["values"]:
+            to_typed(compose(script, [*fixed, f"{name}={value}"], output_dir=tmp_path), PRIMARY_SCHEMAS[script])

@@ -218,3 +218,36 @@ def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
     trainer.train()
     rewards = [m["reward/total/mean"] for _, m in trainer.tracker.logged]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5, rewards
+
+
+@pytest.mark.vllm
+def test_ppo_rollouts_through_vllm_with_adapter_sync(tmp_path, tiny_model_dir, collected):
+    """GPU + vLLM only: rollouts come from a vLLM engine whose LoRA adapter is synced after each update."""
+    from selfdebug.training.ppo import PPOTrainer
+
+    cfg = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=2", "backend=vllm",
+                  "backend.gpu_memory_utilization=0.3")
+    trainer = PPOTrainer(cfg, Recorder())
+    trainer.train()
+    assert (tmp_path / "rollout_adapter" / "adapter_config.json").is_file()
+    assert [s for s, _ in trainer.tracker.logged] == [1, 2]
+
+
+def test_reward_ablation_multirun(tmp_path, tiny_model_dir, collected):
+    """`train.py -m algorithm=ppo reward=a,b` runs one job per reward, each with its metrics.json,
+    named after its override (one W&B group)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "algorithm=ppo", "reward=ledex,unit_test_only", f"model.source={tiny_model_dir}",
+         f"train.data={collected}", "train.max_steps=1", "train.ppo.prompts_per_step=2", "train.ppo.max_new_tokens=8",
+         "train.ppo.minibatch_size=2", "backend.batch_size=2", "tracking=none", f"hydra.sweep.dir={tmp_path}"],
+        cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
+    assert len(jobs) == 2 and "reward=ledex" in jobs[0] and "reward=unit_test_only" in jobs[1], jobs
+    for job in jobs:
+        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+        assert metrics["train/steps"] == 1 and metrics["meta"]["dataset_hashes"]["train_data"]

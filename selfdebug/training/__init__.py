@@ -163,7 +163,8 @@ def train(cfg: RunConfig, tracker) -> dict[str, float]:
     metrics = {f"train/final/{k}": float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     metrics.update({"train/examples": len(dataset), "train/steps": trainer.state.global_step,
                     "train/time_s": elapsed,
-                    "train/tokens_seen": float(trainer.state.num_input_tokens_seen)})
+                    "train/tokens_seen": float(trainer.state.num_input_tokens_seen),
+                    "train/tokens_per_s": float(trainer.state.num_input_tokens_seen) / elapsed if elapsed else 0.0})
     losses = [h["train/loss"] for h in history if "train/loss" in h]
     if losses:
         metrics["train/first_loss"], metrics["train/last_loss"] = losses[0], losses[-1]

@@ -127,9 +127,16 @@ class PPOTrainer:
         params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.kl = M.AdaptiveKLController(self.p.kl_coef, self.p.target_kl, self.p.kl_horizon)
-        self.generator = TimedGenerator(HFGenerator(model=self.policy, tokenizer=self.tokenizer,
-                                                    chat_format=cfg.model.chat_format,
-                                                    batch_size=cfg.backend.batch_size))
+        self.vllm = None
+        if cfg.backend.name == "vllm":
+            self.vllm = self._start_vllm(model)
+            rollout_generator = self.vllm
+        elif cfg.backend.name == "hf":  # samples from the live policy: nothing to sync
+            rollout_generator = HFGenerator(model=self.policy, tokenizer=self.tokenizer,
+                                            chat_format=cfg.model.chat_format, batch_size=cfg.backend.batch_size)
+        else:
+            raise DataError(f"backend={cfg.backend.name}: PPO samples from its own policy; use backend=hf or vllm")
+        self.generator = TimedGenerator(rollout_generator)
         self.embedder = None
         if cfg.reward.explanation:
             from selfdebug.rewards import Embedder
@@ -137,6 +144,32 @@ class PPOTrainer:
             self.embedder = Embedder(cfg.reward.embedder)
         self.step = 0
         self.history: list[dict] = []
+
+    # ---------------------------------------------------------------- vLLM rollouts
+    def _start_vllm(self, start_model):
+        """A vLLM engine over the starting policy (base + merged SFT adapter, saved once to
+        <run>/rollout_model). LoRA: the PPO adapter is synced after every update (adapter files only);
+        full fine-tuning: the weights are reloaded in place."""
+        from selfdebug.generation import make_generator
+
+        folder = self.run_dir / "rollout_model"
+        if not (folder / "config.json").is_file():
+            start_model.save_pretrained(str(folder))
+            self.tokenizer.save_pretrained(str(folder))
+        b = self.cfg.backend
+        return make_generator("vllm", folder, chat_format=self.cfg.model.chat_format, dtype=self.cfg.model.dtype,
+                              enable_lora=self.cfg.train.lora.enabled, tensor_parallel_size=b.tensor_parallel_size,
+                              gpu_memory_utilization=b.gpu_memory_utilization)
+
+    def sync_rollout_weights(self) -> None:
+        if self.vllm is None:
+            return
+        if self.cfg.train.lora.enabled:
+            folder = self.run_dir / "rollout_adapter"
+            self.policy.save_pretrained(str(folder))
+            self.vllm.load_lora(folder)
+        else:
+            self.vllm.reload_weights(self.policy.state_dict())
 
     # ---------------------------------------------------------------- steps and resume
     def total_steps(self) -> int:
@@ -371,6 +404,7 @@ class PPOTrainer:
         t_reward = time.monotonic() - t1
         t2 = time.monotonic()
         metrics.update(self.update(attempts, scores))
+        self.sync_rollout_weights()
         t_update = time.monotonic() - t2
         terms = {"code": [q.code_reward for q in parts], "s_cb": [q.s_cb for q in parts], "s_ut": [q.s_ut for q in parts],
                  "explanation": [q.explanation_reward for q in parts if q.explanation_reward is not None],
@@ -390,6 +424,8 @@ class PPOTrainer:
 
     def train(self) -> dict[str, float]:
         self.resume()
+        if self.step:
+            self.sync_rollout_weights()
         total = self.total_steps()
         t0 = time.monotonic()
         with Executor(self.cfg.execution.sandbox()) as executor:
@@ -403,6 +439,8 @@ class PPOTrainer:
                       flush=True)
                 if self.step % self.cfg.train.save_steps == 0 or self.step == total:
                     self.checkpoint()
+        if self.vllm is not None:
+            self.vllm.close()
         final = self.run_dir / "final"
         self.save(final)
         out = {"train/steps": float(self.step), "train/time_s": time.monotonic() - t0,
