@@ -196,6 +196,36 @@ def test_ppo_end_to_end_changes_every_trainable_parameter_and_resumes(tmp_path, 
     assert json.loads((tmp_path / "checkpoints" / "step-3" / "ppo_state.json").read_text())["step"] == 3
 
 
+def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir, collected):
+    """The update's batched forward (left-padded prompts, right-padded responses, LM head on the
+    response columns only) gives each token the log-prob the model gives it alone, unpadded."""
+    import dataclasses
+
+    from selfdebug.chat import render_chat
+    from selfdebug.episode import Attempt
+    from selfdebug.training.ppo import PPOTrainer
+
+    trainer = PPOTrainer(ppo_cfg(tmp_path, tiny_model_dir, collected, "train.ppo.temperature=1.0"), Recorder())
+    base = Attempt(task_id="t", sample_id=0, round=1, mode="refine", completion="", explanation="", code="",
+                   parse_reason="ok", status="fail", plus_status=None, feedback="")
+    attempts = [dataclasses.replace(base, messages=({"role": "user", "content": "Fix the loop, please."},),
+                                    token_ids=(5, 17, 42, 99, 7)),
+                dataclasses.replace(base, messages=({"role": "user", "content": "A much longer request: the function "
+                                                     "returns None for every input and must add two numbers."},),
+                                    token_ids=(8, 3))]
+    input_ids, attention, positions, P, mask = trainer.tensors(attempts)
+    with torch.no_grad():
+        batched, _, _ = trainer.forward(trainer.policy, input_ids, attention, positions, P, mask.shape[1], False)
+    for b, a in enumerate(attempts):
+        prompt = trainer.tokenizer(render_chat(list(a.messages), "template", trainer.tokenizer))["input_ids"]
+        ids = torch.tensor([prompt + list(a.token_ids)])
+        with torch.no_grad():
+            logits = trainer.policy(input_ids=ids).logits[0].float()
+        alone = torch.log_softmax(logits[len(prompt) - 1:-1], -1).gather(-1, ids[0, len(prompt):, None])[:, 0]
+        assert torch.allclose(batched[b, : len(a.token_ids)], alone, atol=1e-5)
+        assert mask[b].sum() == len(a.token_ids)
+
+
 def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
     """A real learning signal: only the explanation reward, against one reference explanation that the
     tiny model's tokenizer was trained on; 12 PPO steps raise the mean reward."""

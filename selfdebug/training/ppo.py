@@ -293,58 +293,61 @@ class PPOTrainer:
         return parts, scores
 
     def tensors(self, attempts: list[Attempt]):
-        """input ids [B, L] (prompt + response, right-padded), response mask aligned with the
-        logits that predict each response token, and where the responses start."""
+        """input ids [B, P + T]: each prompt left-padded to P tokens (as the generator batched it),
+        then its response right-padded to T; attention mask; position ids counted over real tokens
+        (as in generation); response mask [B, T]. Every response starts at column P, so the logits
+        of the response tokens are the columns P-1 .. P+T-2 for all rows alike."""
         from selfdebug.chat import needs_special_tokens, render_chat
 
-        rows, starts = [], []
+        prompts = []
         for a in attempts:
-            prompt = render_chat(list(a.messages), self.cfg.model.chat_format, self.tokenizer)
-            ids = self.tokenizer(prompt, add_special_tokens=needs_special_tokens(self.cfg.model.chat_format))["input_ids"]
-            rows.append(ids + list(a.token_ids))
-            starts.append(len(ids))
-        L = max(map(len, rows))
+            text = render_chat(list(a.messages), self.cfg.model.chat_format, self.tokenizer)
+            prompts.append(self.tokenizer(text, add_special_tokens=needs_special_tokens(self.cfg.model.chat_format))["input_ids"])
+        P = max(map(len, prompts))
         T = max(len(a.token_ids) for a in attempts)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(rows), L), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), L), dtype=torch.long)
-        for b, ids in enumerate(rows):
-            input_ids[b, : len(ids)] = torch.tensor(ids)
-            attention[b, : len(ids)] = 1
-        mask = torch.zeros((len(rows), T))
-        for b, a in enumerate(attempts):
-            mask[b, : len(a.token_ids)] = 1
-        return input_ids.to(self.device), attention.to(self.device), starts, mask.to(self.device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(attempts), P + T), pad, dtype=torch.long)
+        attention = torch.zeros((len(attempts), P + T), dtype=torch.long)
+        mask = torch.zeros((len(attempts), T))
+        for b, (ids, a) in enumerate(zip(prompts, attempts)):
+            n = len(a.token_ids)
+            input_ids[b, P - len(ids):P] = torch.tensor(ids)
+            input_ids[b, P:P + n] = torch.tensor(a.token_ids)
+            attention[b, P - len(ids):P + n] = 1
+            mask[b, :n] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self.device), attention.to(self.device), positions.to(self.device), P, mask.to(self.device)
 
-    def forward(self, model, input_ids, attention, starts, T, with_values: bool):
-        """Log-probs (and values, entropies) of each response token: [B, T]."""
-        out = model(input_ids=input_ids, attention_mask=attention, output_hidden_states=with_values)
-        logits = out.logits
-        idx = torch.stack([torch.arange(s - 1, s - 1 + T) for s in starts]).to(self.device)
-        idx = idx.clamp(max=logits.shape[1] - 2)
-        gathered = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1])).float()
-        targets = input_ids.gather(1, (idx + 1).clamp(max=input_ids.shape[1] - 1))
-        logprobs = torch.log_softmax(gathered, -1).gather(-1, targets[..., None])[..., 0]
+    def forward(self, model, input_ids, attention, positions, P: int, T: int, with_values: bool):
+        """Log-probs (and values, entropies) of each response token: [B, T]. Only the T response
+        columns go through the LM head (a 150k-token vocabulary over the whole prompt would
+        dominate time and memory)."""
+        keep = torch.arange(P - 1, P - 1 + T, device=input_ids.device)
+        out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, logits_to_keep=keep,
+                    output_hidden_states=with_values)
+        logits = out.logits.float() / (self.p.temperature or 1.0)  # [B, T, V], as sampled
+        targets = input_ids[:, P:P + T]
+        logprobs = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
         if not with_values:
             return logprobs, None, None
-        hidden = out.hidden_states[-1].gather(1, idx[..., None].expand(-1, -1, out.hidden_states[-1].shape[-1]))
-        return logprobs, self.value_head(hidden), M.entropy_from_logits(gathered)
+        hidden = out.hidden_states[-1][:, P - 1:P - 1 + T]
+        return logprobs, self.value_head(hidden), M.entropy_from_logits(logits)
 
-    def reference_logprobs(self, input_ids, attention, starts, T):
+    def reference_logprobs(self, input_ids, attention, positions, P, T):
         with torch.no_grad():
             if self.reference is not None:
-                return self.forward(self.reference, input_ids, attention, starts, T, False)[0]
+                return self.forward(self.reference, input_ids, attention, positions, P, T, False)[0]
             with self.policy.disable_adapter():
-                return self.forward(self.policy, input_ids, attention, starts, T, False)[0]
+                return self.forward(self.policy, input_ids, attention, positions, P, T, False)[0]
 
     def update(self, attempts, scores) -> dict[str, float]:
         p = self.p
-        input_ids, attention, starts, mask = self.tensors(attempts)
+        input_ids, attention, positions, P, mask = self.tensors(attempts)
         T = mask.shape[1]
         self.policy.eval()
         with torch.no_grad():
-            old_logprobs, old_values, _ = self.forward(self.policy, input_ids, attention, starts, T, True)
-        ref_logprobs = self.reference_logprobs(input_ids, attention, starts, T)
+            old_logprobs, old_values, _ = self.forward(self.policy, input_ids, attention, positions, P, T, True)
+        ref_logprobs = self.reference_logprobs(input_ids, attention, positions, P, T)
         placed = M.place_scores(mask, scores)
         rewards, kl = M.kl_penalized_rewards(placed, old_logprobs, ref_logprobs, mask, self.kl.value)
         if p.whiten_rewards:
@@ -362,7 +365,7 @@ class PPOTrainer:
             rng.shuffle(order)
             for s in range(0, B, p.minibatch_size):
                 mb = order[s:s + p.minibatch_size]
-                logprobs, values, entropy = self.forward(self.policy, input_ids[mb], attention[mb], [starts[i] for i in mb], T, True)
+                logprobs, values, entropy = self.forward(self.policy, input_ids[mb], attention[mb], positions[mb], P, T, True)
                 m = mask[mb]
                 pl, clipfrac = M.policy_loss(logprobs, old_logprobs[mb], advantages[mb], m, p.clip)
                 vl = M.value_loss(values, old_values[mb], returns[mb], m, p.value_clip)
