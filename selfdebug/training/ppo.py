@@ -452,5 +452,9 @@ class PPOTrainer:
             series = [h[key] for h in self.history if key in h]
             if series:
                 out[f"{key}/first"], out[f"{key}/last"] = series[0], series[-1]
+        for part in ("generate", "execute", "reward", "update"):  # mean time split of this run's steps
+            series = [h[f"time/{part}_s"] for h in self.history if f"time/{part}_s" in h]
+            if series:
+                out[f"time/{part}_s/mean"] = sum(series) / len(series)
         print(f"ppo: {self.step} steps -> {final}")
         return out
