@@ -21,18 +21,6 @@ MBPP = REPO.parent / "shared" / "data" / "mbpp.jsonl"
 PARTS = ("generate", "execute", "reward", "update")
 
 
-class Recorder:
-    def __init__(self):
-        self.steps = []
-
-    def log(self, metrics, step=None):
-        self.steps.append(metrics)
-
-    def histograms(self, values, step=None): ...
-    def summary(self, metrics): ...
-    def finish(self): ...
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -45,6 +33,7 @@ def main() -> None:
     from selfdebug.collection import build_datasets, reference_logs, write_datasets
     from selfdebug.config import RunConfig, compose, to_typed
     from selfdebug.data import load_dataset
+    from selfdebug.tracking import MemoryTracker
     from selfdebug.training.ppo import PPOTrainer
 
     load_before = os.getloadavg()[0]
@@ -57,19 +46,20 @@ def main() -> None:
             f"train.ppo.minibatch_size={min(4, args.prompts)}", f"backend.batch_size={args.prompts}",
             "train.save_steps=100000", f"train.lora.enabled={not args.full}", "tracking=none"],
             output_dir=Path(tmp) / "run"), RunConfig)
-        recorder = Recorder()
+        recorder = MemoryTracker()
         PPOTrainer(cfg, recorder).train()
+    steps = [m for _, m in recorder.logged]
     import torch
 
     print(f"\n{args.model} ({'full' if args.full else 'LoRA'}), {args.prompts} rollouts/step, max_new_tokens="
           f"{args.max_new_tokens}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'step':>4} " + " ".join(f"{p + ' s':>10}" for p in PARTS) + f" {'total s':>8} {'tokens':>7} {'reward':>7}")
-    for i, m in enumerate(recorder.steps, 1):
+    for i, m in enumerate(steps, 1):
         times = [m[f"time/{p}_s"] for p in PARTS]
         print(f"{i:>4} " + " ".join(f"{t:>10.1f}" for t in times) + f" {sum(times):>8.1f} "
               f"{m['ppo/response_tokens'] * m['ppo/rollouts']:>7.0f} {m['reward/total/mean']:>7.2f}")
-    mean = {p: sum(m[f"time/{p}_s"] for m in recorder.steps) / len(recorder.steps) for p in PARTS}
+    mean = {p: sum(m[f"time/{p}_s"] for m in steps) / len(steps) for p in PARTS}
     total = sum(mean.values())
     print("mean " + " ".join(f"{mean[p]:>10.1f}" for p in PARTS) + f" {total:>8.1f}")
     print("share " + " ".join(f"{100 * mean[p] / total:>9.0f}%" for p in PARTS))

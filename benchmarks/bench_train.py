@@ -33,12 +33,8 @@ def write_data(run_dir: Path, limit: int) -> None:
 
 def one(model: str, lora: bool, steps: int, micro: int) -> dict:
     from selfdebug.config import RunConfig, compose, to_typed
+    from selfdebug.tracking import NullTracker
     from selfdebug.training import train
-
-    class Quiet:
-        def log(self, metrics, step=None): ...
-        def summary(self, metrics): ...
-        def finish(self): ...
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "collect"
@@ -48,7 +44,7 @@ def one(model: str, lora: bool, steps: int, micro: int) -> dict:
                                          "train.warmup_steps=0", "train.save_steps=100000", f"train.lora.enabled={lora}",
                                          "tracking=none"], output_dir=Path(tmp) / "run"), RunConfig)
         start = time.perf_counter()
-        metrics = train(cfg, Quiet())
+        metrics = train(cfg, NullTracker())
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"model": model, "mode": "LoRA" if lora else "full", "steps": metrics["train/steps"],

@@ -197,17 +197,6 @@ def unique_wrong(initial: Iterable[Attempt], dedupe: bool = True) -> list[Attemp
 
 
 # ----------------------------------------------------------------------------- stage 3: datasets
-def _suite_record(suite) -> dict | None:
-    """The tests as JSON (assert / stdio suites hold strings); None when they are not JSON values."""
-    record = {"kind": suite.kind, "tests": list(suite.tests), "expected": list(suite.expected),
-              "time_limits": list(suite.time_limits), "entry_point": suite.entry_point, "setup": suite.setup}
-    try:
-        json.dumps(record)
-    except (TypeError, ValueError):
-        return None
-    return record
-
-
 def _answer(a: Attempt, with_explanation: bool) -> str:
     """The assistant turn of a teacher sample in the layout the prompts ask for; the raw text when
     no code could be parsed from it."""
@@ -276,7 +265,7 @@ def build_datasets(datasets: dict[str, Dataset], logs: Logs, dedupe: bool = True
                 **ids, "prompts": prompts, "wrong_code": a.code, "feedback": feedback,
                 "reference_codes": [s.code for s in correct],
                 "reference_explanations": [s.explanation for s in with_expl],
-                "tests": _suite_record(problem.base),
+                "tests": problem.base.to_record(),
                 "source": {"name": ds.name, "version": ds.version, "sha256": ds.sha256},
             })
             rejected = [s for s in wrong if s.parse_reason != "no_explanation"] or wrong

@@ -129,6 +129,11 @@ def jobs_for(problem, code: str, job_id: str, fail_fast: bool = True) -> list[Jo
     return jobs
 
 
+def job_id(key: tuple) -> str:
+    """The engine job id of an attempt key (Request.key() / Attempt.key())."""
+    return "|".join(map(str, key))
+
+
 def _verdicts(base: ExecResult, plus: ExecResult | None) -> dict:
     """The Attempt fields an execution decides."""
     feedback = base.feedback if base.status != "pass" else (plus.feedback if plus is not None else "")
@@ -172,7 +177,7 @@ def sample_and_execute(generator, executor: Executor, problems: dict, requests: 
             parsed = parse_completion(completion.text, mode=req.mode, entry_point=problem.entry_point,
                                       starter_code=problem.starter_code)
             code = build_program(parsed.code, problem.starter_code, problem.entry_point)
-            futures = [executor.submit(job) for job in jobs_for(problem, code, "|".join(map(str, req.key())), fail_fast)]
+            futures = [executor.submit(job) for job in jobs_for(problem, code, job_id(req.key()), fail_fast)]
             submitted.append((req, completion, parsed, code, futures))
         if pending is not None:
             yield _collect(problems, pending)
@@ -195,7 +200,7 @@ def reexecute(executor: Executor, problems: dict, attempts: Sequence[Attempt]) -
     verdicts: how an engine error (sandbox failure) is retried without ever being scored."""
     from dataclasses import replace
 
-    futures = [[executor.submit(job) for job in jobs_for(problems[a.task_id], a.code, "|".join(map(str, a.key())))]
+    futures = [[executor.submit(job) for job in jobs_for(problems[a.task_id], a.code, job_id(a.key()))]
                for a in attempts]
     return [replace(a, **_verdicts(fs[0].result(), fs[1].result() if len(fs) > 1 else None))
             for a, fs in zip(attempts, futures)]

@@ -194,6 +194,21 @@ class NullTracker:
         pass
 
 
+class MemoryTracker(NullTracker):
+    """Keeps what is logged in memory (`logged`: [(step, metrics)], `histograms_logged`): for
+    benchmarks and tests that read a run's per-step metrics back."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int | None, dict[str, float]]] = []
+        self.histograms_logged: list[tuple[int | None, dict[str, list[float]]]] = []
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logged.append((step, metrics))
+
+    def histograms(self, values: dict[str, list[float]], step: int | None = None) -> None:
+        self.histograms_logged.append((step, values))
+
+
 class WandbTracker:
     """tracking=wandb: one W&B run, written under `<run_dir>/wandb/`."""
 

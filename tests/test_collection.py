@@ -151,6 +151,16 @@ def test_datasets_and_table1_from_hand_made_logs(mbpp_train):
     assert all(d["prompt"] == rl["prompts"]["explain_refine"] for d in records["dpo"])
 
 
+def test_suite_records_round_trip_and_refuse_call_suites():
+    from selfdebug.execution import TestSuite
+
+    stdio = TestSuite(kind="stdio", tests=("1 2\n",), expected=("3\n",), time_limits=(2.0,))
+    assert TestSuite.from_record(json.loads(json.dumps(stdio.to_record()))) == stdio
+    # call suites hold Python values (tuples, sets) whose types JSON would lose: not recorded
+    call = TestSuite(kind="call", tests=(((1, 2),),), expected=({1},), entry_point="f", atol=1e-6)
+    assert call.to_record() is None
+
+
 # ----------------------------------------------------------------------------- the stages, real execution
 def test_pipeline_with_scripted_model_writes_loadable_datasets(tmp_path, mbpp_train):
     cfg = make_cfg(tmp_path)

@@ -9,6 +9,7 @@ import torch
 
 from selfdebug import rewards as R
 from selfdebug.config import RewardConfig, RunConfig, compose, to_typed
+from selfdebug.tracking import MemoryTracker
 from selfdebug.training import ppo_math as M
 
 LEDEX = RewardConfig()
@@ -152,28 +153,11 @@ def ppo_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:
     return to_typed(cfg, RunConfig)
 
 
-class Recorder:
-    def __init__(self):
-        self.logged, self.hists = [], []
-
-    def log(self, metrics, step=None):
-        self.logged.append((step, metrics))
-
-    def histograms(self, values, step=None):
-        self.hists.append((step, values))
-
-    def summary(self, metrics):
-        pass
-
-    def finish(self):
-        pass
-
-
 def test_ppo_end_to_end_changes_every_trainable_parameter_and_resumes(tmp_path, tiny_model_dir, collected):
     from selfdebug.training.ppo import PPOTrainer
 
     cfg = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=2")
-    trainer = PPOTrainer(cfg, Recorder())
+    trainer = PPOTrainer(cfg, MemoryTracker())
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
     before.update({f"value_head.{n}": p.detach().clone() for n, p in trainer.value_head.named_parameters()})
     out = trainer.train()
@@ -187,10 +171,10 @@ def test_ppo_end_to_end_changes_every_trainable_parameter_and_resumes(tmp_path, 
                 "ppo/value_loss", "ppo/explained_variance", "ppo/pass_rate", "time/generate_s", "time/execute_s",
                 "time/reward_s", "time/update_s"):
         assert key in metrics, key
-    assert trainer.tracker.hists
+    assert trainer.tracker.histograms_logged
     # resume: a new trainer continues at step 2 and runs only step 3
     cfg3 = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=3")
-    resumed = PPOTrainer(cfg3, Recorder())
+    resumed = PPOTrainer(cfg3, MemoryTracker())
     resumed.train()
     assert [s for s, _ in resumed.tracker.logged] == [3]
     assert json.loads((tmp_path / "checkpoints" / "step-3" / "ppo_state.json").read_text())["step"] == 3
@@ -205,7 +189,7 @@ def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir,
     from selfdebug.episode import Attempt
     from selfdebug.training.ppo import PPOTrainer
 
-    trainer = PPOTrainer(ppo_cfg(tmp_path, tiny_model_dir, collected, "train.ppo.temperature=1.0"), Recorder())
+    trainer = PPOTrainer(ppo_cfg(tmp_path, tiny_model_dir, collected, "train.ppo.temperature=1.0"), MemoryTracker())
     base = Attempt(task_id="t", sample_id=0, round=1, mode="refine", completion="", explanation="", code="",
                    parse_reason="ok", status="fail", plus_status=None, feedback="")
     attempts = [dataclasses.replace(base, messages=({"role": "user", "content": "Fix the loop, please."},),
@@ -244,7 +228,7 @@ def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
                   "train.ppo.kl_coef=0.0", "train.lr=1e-2", "train.save_steps=100", "reward.codebleu_weight=0",
                   "train.lora.enabled=false", "train.ppo.max_new_tokens=6", "train.ppo.ppo_epochs=4",
                   "reward.unit_test_weight=0", "reward.code_scale=0", "reward.code_offset=0")
-    trainer = PPOTrainer(cfg, Recorder())
+    trainer = PPOTrainer(cfg, MemoryTracker())
     trainer.train()
     rewards = [m["reward/total/mean"] for _, m in trainer.tracker.logged]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5, rewards
@@ -257,7 +241,7 @@ def test_ppo_rollouts_through_vllm_with_adapter_sync(tmp_path, tiny_model_dir, c
 
     cfg = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=2", "backend=vllm",
                   "backend.gpu_memory_utilization=0.3")
-    trainer = PPOTrainer(cfg, Recorder())
+    trainer = PPOTrainer(cfg, MemoryTracker())
     trainer.train()
     assert (tmp_path / "rollout_adapter" / "adapter_config.json").is_file()
     assert [s for s, _ in trainer.tracker.logged] == [1, 2]

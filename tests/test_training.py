@@ -12,25 +12,12 @@ import torch
 from selfdebug.chat import render_with_answer
 from selfdebug.config import RunConfig, compose, to_typed
 from selfdebug.data import DataError
+from selfdebug.tracking import MemoryTracker
 from selfdebug.training import load_policy, train
 from selfdebug.training.data import IGNORE, dpo_dataset, sft_dataset, tokenize_sft
 
 REPO = Path(__file__).resolve().parents[1]
 MBPP = REPO.parent / "shared" / "data" / "mbpp.jsonl"
-
-
-class NullTracker:
-    def __init__(self):
-        self.logged = []
-
-    def log(self, metrics, step=None):
-        self.logged.append((step, metrics))
-
-    def summary(self, metrics):
-        pass
-
-    def finish(self):
-        pass
 
 
 def make_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:
@@ -78,7 +65,7 @@ def test_kinds_select_the_sft_mix(tiny_model_dir, collected):
 
 def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, collected):
     cfg = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=2")
-    metrics = train(cfg, NullTracker())
+    metrics = train(cfg, MemoryTracker())
     final = tmp_path / "run" / "final"
     assert (final / "adapter_config.json").is_file() and metrics["train/steps"] == 2
     from safetensors.torch import load_file
@@ -91,7 +78,7 @@ def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, c
             assert tensor.abs().sum() > 0, name
     # Resume: 2 more steps continue the step count from the checkpoint of step 2.
     cfg4 = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=4")
-    tracker = NullTracker()
+    tracker = MemoryTracker()
     metrics = train(cfg4, tracker)
     assert metrics["train/steps"] == 4
     assert [step for step, m in tracker.logged if "train/loss" in m] == [3, 4]
@@ -100,7 +87,7 @@ def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, c
 def test_full_fine_tuning_changes_every_parameter(tmp_path, tiny_model_dir, collected):
     cfg = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=2", "train.lora.enabled=false")
     before, _ = load_policy(cfg)
-    train(cfg, NullTracker())
+    train(cfg, MemoryTracker())
     from transformers import AutoModelForCausalLM
 
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
@@ -162,10 +149,10 @@ def test_dpo_loss_matches_hand_computation(tmp_path, tiny_model_dir, collected):
 
 def test_dpo_trains_and_chains_on_the_sft_adapter(tmp_path, tiny_model_dir, collected):
     sft = make_cfg(tmp_path / "sft", tiny_model_dir, collected, "train.max_steps=1")
-    train(sft, NullTracker())
+    train(sft, MemoryTracker())
     dpo = make_cfg(tmp_path / "dpo", tiny_model_dir, collected, "algorithm=dpo", "train.max_steps=1",
                    f"model.adapter={tmp_path / 'sft' / 'final'}")
-    metrics = train(dpo, NullTracker())
+    metrics = train(dpo, MemoryTracker())
     assert metrics["train/steps"] == 1
     from selfdebug.models import adapter_chain
 

@@ -13,6 +13,11 @@ Status = Literal["pass", "fail", "timeout", "error"]
 Verdict = Literal["pass", "fail", "timeout", "skipped"]
 
 
+def pass_fraction(verdicts) -> float:
+    """Share of "pass" verdicts (0 when there are none): S_ut of the LeDex reward."""
+    return sum(v == "pass" for v in verdicts) / len(verdicts) if verdicts else 0.0
+
+
 @dataclass(frozen=True)
 class TestSuite:
     """The tests of one problem, in a form the engine runs. One verdict per test.
@@ -37,6 +42,22 @@ class TestSuite:
 
     def __len__(self) -> int:
         return len(self.tests)
+
+    def to_record(self) -> dict | None:
+        """The suite as a JSON object, or None when JSON cannot carry it faithfully: only assert and
+        stdio suites hold nothing but strings (call suites hold Python values: tuples, sets, floats
+        whose types decide the verdict)."""
+        if self.kind not in ("assert", "stdio"):
+            return None
+        return {"kind": self.kind, "tests": list(self.tests), "expected": list(self.expected),
+                "time_limits": list(self.time_limits), "entry_point": self.entry_point, "setup": self.setup,
+                "atol": self.atol, "oracle": self.oracle}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TestSuite":
+        return cls(kind=record["kind"], tests=tuple(record["tests"]), expected=tuple(record.get("expected", ())),
+                   time_limits=tuple(record.get("time_limits", ())), entry_point=record.get("entry_point", ""),
+                   setup=record.get("setup", ""), atol=record.get("atol", 0.0), oracle=record.get("oracle", ""))
 
 
 @dataclass(frozen=True)
@@ -76,7 +97,7 @@ class ExecResult:
     @property
     def pass_fraction(self) -> float:
         """S_ut of the LeDex reward: share of tests passed (0 when there are no tests)."""
-        return sum(v == "pass" for v in self.verdicts) / len(self.verdicts) if self.verdicts else 0.0
+        return pass_fraction(self.verdicts)
 
     @property
     def n_done(self) -> int:

@@ -37,12 +37,13 @@ def load_policy(cfg: RunConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from selfdebug.generation.hf import load_dtype
     from selfdebug.models import merge_adapters, resolve_model
 
     path = resolve_model(cfg.model.source)
+    # "auto" trains in bf16 on GPU (not the checkpoint's dtype, what generation loads) and fp32 on CPU.
     on_gpu = device() == "cuda"
-    dtype = {"auto": torch.bfloat16 if on_gpu else torch.float32, "float32": torch.float32,
-             "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.model.dtype]
+    dtype = torch.bfloat16 if cfg.model.dtype == "auto" and on_gpu else load_dtype(cfg.model.dtype, device())
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

@@ -27,6 +27,7 @@ from selfdebug.config import RunConfig
 from selfdebug.data import DataError, Problem
 from selfdebug.episode import Attempt, Request, sample_and_execute
 from selfdebug.execution import Executor, TestSuite
+from selfdebug.execution.types import pass_fraction
 from selfdebug.training import ppo_math as M
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,7 @@ def load_prompts(path: Path) -> list[Prompt]:
         if not tests:
             raise DataError(f"{path}: {row['task_id']} has no JSON tests; PPO needs assert or stdio suites")
         key = f"{row.get('dataset', '')}|{row['task_id']}|{row['sample_id']}"
-        suite = TestSuite(kind=tests["kind"], tests=tuple(tests["tests"]), expected=tuple(tests["expected"]),
-                          time_limits=tuple(tests["time_limits"]), entry_point=tests["entry_point"], setup=tests["setup"])
+        suite = TestSuite.from_record(tests)
         problem = Problem(task_id=key, dataset=row.get("dataset", ""), prompt="", entry_point=tests["entry_point"],
                           starter_code="", canonical_solution="", test_examples=(), base=suite)
         prompts.append(Prompt(key, problem, row["prompts"], row["reference_codes"], row["reference_explanations"]))
@@ -273,9 +273,8 @@ class PPOTrainer:
         parts, scores = [], []
         for i, a in enumerate(attempts):
             prompt = prompts[a.task_id]
-            pass_fraction = sum(v == "pass" for v in a.verdicts) / len(a.verdicts) if a.verdicts else 0.0
             part = R.score(code=a.code, explanation=a.explanation if a.mode == "explain_refine" else None,
-                           pass_fraction=pass_fraction, passed=a.passed, reference_codes=prompt.reference_codes,
+                           pass_fraction=pass_fraction(a.verdicts), passed=a.passed, reference_codes=prompt.reference_codes,
                            explanation_similarity=similarities.get(i), cfg=self.cfg.reward)
             n = len(a.token_ids)
             items = [(n - 1, part.code_reward)]
