@@ -101,6 +101,8 @@ class Collector:
         self.tasks_per_chunk = self.c.tasks_per_chunk or max(1, cfg.backend.batch_size // max(1, self.c.sampling.n))
         self.logs = Logs.read(run_dir)
         self.initial_log, self.teacher_log = JsonlLog(run_dir / INITIAL_LOG), JsonlLog(run_dir / TEACHER_LOG)
+        for jsonl in (self.initial_log, self.teacher_log):  # a shard with no chunk still leaves its (empty) logs
+            jsonl.path.touch()
         self.timing: dict[str, float] = {}
 
     def problems(self, key: str) -> dict:

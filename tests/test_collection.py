@@ -185,22 +185,24 @@ def test_pipeline_with_scripted_model_writes_loadable_datasets(tmp_path, mbpp_tr
 
 
 def test_shards_merged_equal_one_run(tmp_path, mbpp_train):
+    # 4 problems in chunks of 2 over 3 shards: shard 2 gets nothing, and a shard split by problem
+    # instead of by chunk would sample other batches (other seeds and rows) than the whole run.
     problems = mbpp_train["mbpp_train"].problems
-    whole = make_cfg(tmp_path / "whole", "collect.tasks_per_chunk=1")
+    whole = make_cfg(tmp_path / "whole", "collect.tasks_per_chunk=2")
     collect(whole, mbpp_train, generator=ScriptedModel(problems))
     shard_dirs = []
     for i in range(3):
-        cfg = make_cfg(tmp_path / f"shard{i}", "collect.tasks_per_chunk=1", f"collect.shard={i}/3")
+        cfg = make_cfg(tmp_path / f"shard{i}", "collect.tasks_per_chunk=2", f"collect.shard={i}/3")
         write_resolved_config(cfg.output_dir, cfg)  # as collect.py does
         collect(cfg, mbpp_train, generator=ScriptedModel(problems))
         shard_dirs.append(str(tmp_path / f"shard{i}"))
-    merged = make_cfg(tmp_path / "merged", "collect.tasks_per_chunk=1", f"collect.merge=[{','.join(shard_dirs)}]")
+    merged = make_cfg(tmp_path / "merged", "collect.tasks_per_chunk=2", f"collect.merge=[{','.join(shard_dirs)}]")
     collect(merged, mbpp_train)
     assert read_outputs(tmp_path / "merged") == read_outputs(tmp_path / "whole")
     with pytest.raises(DataError, match="has no initial.jsonl"):
         collect(make_cfg(tmp_path / "bad", f"collect.merge=[{tmp_path / 'nowhere'}]"), mbpp_train)
     # A shard that ran other settings would mix two samplings: refused.
-    other = make_cfg(tmp_path / "other", "collect.tasks_per_chunk=1", "collect.shard=2/3", "seed=7")
+    other = make_cfg(tmp_path / "other", "collect.tasks_per_chunk=2", "collect.shard=2/3", "seed=7")
     write_resolved_config(other.output_dir, other)
     collect(other, mbpp_train, generator=ScriptedModel(problems))
     with pytest.raises(DataError, match="ran other settings"):
@@ -292,6 +294,26 @@ def test_teacher_is_another_generator_when_configured(tmp_path, mbpp_train):
     assert sampler.calls > 0 and teacher.calls > 0
     records = [json.loads(x) for x in (tmp_path / TEACHER_LOG).read_text().splitlines()]
     assert {r["mode"] for r in records} == {"explain_refine"} and {r["branch"] for r in records} == {0, 1}
+
+
+def test_ppo_rewards_sit_on_the_explanation_end_and_the_last_token(tmp_path, tiny_model_dir, collected):
+    """PPOTrainer.rewards on a real tokenization: R(e) on the last explanation token, R(r) on the last."""
+    from selfdebug.training.ppo import PPOTrainer
+
+    cfg = to_typed(compose("train", ["algorithm=ppo", f"model.source={tiny_model_dir}", f"train.data={collected}",
+                                     "tracking=none"], output_dir=tmp_path), RunConfig)
+    trainer = PPOTrainer(cfg, None)
+    [prompt] = trainer.prompts[:1]
+    text = "The loop is off by one.\n\n```python\nx = 1\n```"
+    ids = tuple(trainer.tokenizer(text, add_special_tokens=False)["input_ids"])
+    a = Attempt(task_id=prompt.key, sample_id=0, round=1, mode="explain_refine", completion=text,
+                explanation="The loop is off by one.", code="x = 1\n", parse_reason="ok", status="fail",
+                plus_status=None, feedback="", verdicts=("fail",), token_ids=ids)
+    parts, [scores] = trainer.rewards([a], {prompt.key: prompt})
+    (last, r_code), (end, r_expl) = scores
+    assert last == len(ids) - 1 and r_code == parts[0].code_reward
+    assert r_expl == parts[0].explanation_reward and end < last
+    assert trainer.tokenizer.decode(list(ids[: end + 1])).rstrip().endswith("off by one.")
 
 
 def test_few_shot_prompts_reach_the_models(tmp_path, mbpp_train):
