@@ -1,7 +1,6 @@
 """PPO with the LeDex reward: reward terms, token placement, PPO maths (hand-computed), and real runs."""
 
 import json
-import math
 from pathlib import Path
 
 import pytest

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,8 +211,6 @@ class PPOTrainer:
         tmp.rename(folder)  # complete or absent: a kill mid-save leaves only a .tmp dir
         atomic_write_text(self.run_dir / "checkpoints" / "latest", folder.name + "\n")
         for old in sorted((self.run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name[5:]))[:-self.cfg.train.save_total_limit]:
-            import shutil
-
             shutil.rmtree(old, ignore_errors=True)
 
     def resume(self) -> None:
