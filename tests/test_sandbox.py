@@ -230,3 +230,23 @@ def test_soak_thousands_of_mixed_programs():
         else:
             assert r.status == want, r
     assert rss_after - rss_before < 200 * 1024  # KiB: the pool itself does not grow with the job count
+
+
+def test_a_bind_below_tmp_is_not_hidden_by_the_private_tmp():
+    """A checkout or venv under /tmp stays visible, read-only, inside the sandbox: the private /tmp
+    is mounted before the binds, not over them."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="sd-bind-", dir="/tmp")
+    try:
+        os.chmod(folder, 0o755)  # readable by the worker's own uid, like a checkout
+        with open(os.path.join(folder, "data.txt"), "w") as f:
+            f.write("42")
+        cfg = SandboxConfig(workers=1, require_sandbox=True, extra_binds=(folder,))
+        with Executor(cfg) as executor:
+            code = f"print(open({os.path.join(folder, 'data.txt')!r}).read())\n"
+            [result] = executor.run_all([Job("j", code, TestSuite(kind="stdio", tests=("",), expected=("42",)))])
+        assert result.status == "pass", result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -66,7 +66,10 @@ def bwrap_command(worker_index: int, argv: list[str], extra_binds: tuple[str, ..
         cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         cmd += ["--unshare-user"]
-    made: set[str] = {"/"}
+    # The private /tmp first: a bind below /tmp (a checkout or venv under /tmp) then sits on top of
+    # it instead of being hidden by it.
+    cmd += ["--size", str(TMPFS_BYTES), "--perms", "1777", "--tmpfs", "/tmp"]
+    made: set[str] = {"/", "/tmp"}
     binds = [d for d in SYSTEM_DIRS if os.path.exists(d)]
     binds += [d for d in _python_dirs() + [str(WORKER_SCRIPT.parent)] + list(extra_binds) if d]
     for path in binds:
@@ -78,7 +81,6 @@ def bwrap_command(worker_index: int, argv: list[str], extra_binds: tuple[str, ..
         cmd += ["--ro-bind", path, path]
         made.add(path)
     cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(TMPFS_BYTES), "--perms", "1777", "--tmpfs", "/tmp",
             "--remount-ro", "/", "--chdir", "/tmp", "--clearenv",
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
             "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
