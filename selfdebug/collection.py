@@ -35,7 +35,7 @@ from selfdebug.data import DataError, Dataset, few_shot_examples, mbpp_path
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
 from selfdebug.execution import Executor
 from selfdebug.metrics import format_table
-from selfdebug.prompts import REFINE_DEMOS, assistant_answer, feedback_text, initial_messages, refine_messages
+from selfdebug.prompts import refine_demos, assistant_answer, feedback_text, initial_messages, refine_messages
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +165,7 @@ class Collector:
                       self.c.sampling.seed)
 
     def teacher(self, generator) -> None:
-        if self.c.teacher.few_shot > len(REFINE_DEMOS):
-            raise DataError(f"collect.teacher.few_shot={self.c.teacher.few_shot}: at most {len(REFINE_DEMOS)} demos exist")
-        demos = REFINE_DEMOS[: self.c.teacher.few_shot]
+        demos = refine_demos(self.c.teacher.few_shot)
         params = self.c.teacher_sampling.params()
         for key in self.datasets:
             problems, mine = self.problems(key), self.in_shard(key)

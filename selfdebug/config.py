@@ -47,6 +47,9 @@ class ModelConfig:
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
     adapter: Optional[str] = None  # LoRA adapter or full checkpoint dir written by train.py
     few_shot: int = 0  # examples in the initial prompt (paper: 3-shot for base models)
+    # worked refine / explain+refine demos before each refinement prompt (max 2, prompts.REFINE_DEMOS):
+    # prompted self-debugging of base models, Chen et al. 2023 style (the paper's "Prompt." rows)
+    refine_few_shot: int = 0
 
 
 @dataclass
@@ -261,6 +264,19 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
 
+@dataclass
+class ReportConfig:
+    """report: how `python -m selfdebug.report` files this run into the paper's tables. Recorded in
+    metrics.json (meta.config), so the report needs nothing but the metrics files."""
+
+    model: Optional[str] = None  # row label, e.g. "CodeLlama-7B"; null = model.name
+    # "Prompt." | "SFT" | "RL" (Tables 2-4, 9); null = from the adapter's lineage (none = Prompt.)
+    approach: Optional[str] = None
+    # training-data label for the data ablations, e.g. "GPT-3.5" (Tables 2-4), "CodeLlama-34B",
+    # "Self" (Tables 5-8), "Only code-gen data" / "LeDex full data" (Table 11); null = "GPT-3.5"
+    data: Optional[str] = None
+
+
 # --------------------------------------------------------------------------------------------------
 # The primary schema, shared by every entry script (conf/evaluate.yaml, conf/collect.yaml, ...), so
 # that one conf/experiment file describes a whole pipeline row: each script reads its own section
@@ -290,6 +306,7 @@ class RunConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)  # collect.py
     train: TrainConfig = field(default_factory=TrainConfig)  # train.py
     reward: RewardConfig = field(default_factory=RewardConfig)  # train.py algorithm=ppo
+    report: ReportConfig = field(default_factory=ReportConfig)  # python -m selfdebug.report
     # Free-form values for interpolation in experiment files, e.g. per-algorithm settings in one file:
     # vars: {lr: {sft: 1e-4, ppo: 1e-5}} + train.lr: ${vars.lr.${train.algorithm}}
     vars: dict[str, Any] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from selfdebug.data import DataError, Dataset, few_shot_examples, load_datasets,
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
 from selfdebug.execution import Executor
 from selfdebug.generation import build_generator
+from selfdebug.prompts import refine_demos
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | N
         return score_samples(cfg, datasets, run_dir)
     init_params, refine_params = cfg.sampling.params(), cfg.refine_sampling.params()
     few_shot = few_shot_examples(cfg.model.few_shot, mbpp_path(cfg.dataset))
+    demos = refine_demos(cfg.model.refine_few_shot)
     samples_log = JsonlLog(run_dir / "samples.jsonl")
     done = _load_done(samples_log)
     t0 = time.monotonic()
@@ -54,7 +56,7 @@ def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | N
                 run.retry_engine_errors()
                 run.initial(cfg.sampling.n, init_params, cfg.sampling.seed, few_shot)
                 for mode in cfg.modes:
-                    run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed)
+                    run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed, demos)
                 results[key] = list(run.attempts.values())
     finally:
         if owns_generator:
@@ -119,10 +121,10 @@ class _DatasetRun:
         self.n = n
         self._run(requests, params, seed, "initial", rows_per_task=n)
 
-    def refine(self, mode: str, rounds: int, params, seed: int) -> None:
+    def refine(self, mode: str, rounds: int, params, seed: int, demos=()) -> None:
         for rnd in range(1, rounds + 1):
             wrong = [a for a in self.latest(mode, rnd - 1) if not a.passed and not a.engine_error]
-            requests = [refine_request(self.problems[a.task_id], a, mode) for a in wrong]
+            requests = [refine_request(self.problems[a.task_id], a, mode, few_shot=demos) for a in wrong]
             self._run(requests, params, seed, f"{mode} round {rnd}", rows_per_task=self.n)
 
     def latest(self, mode: str, rnd: int) -> list[Attempt]:

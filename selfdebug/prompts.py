@@ -214,6 +214,16 @@ REFINE_DEMOS: tuple[RefineDemo, ...] = (
 )
 
 
+def refine_demos(k: int) -> tuple[RefineDemo, ...]:
+    """The first k worked demos (model.refine_few_shot, collect.teacher.few_shot)."""
+    if not 0 <= k <= len(REFINE_DEMOS):
+        from selfdebug.data import DataError
+
+        raise DataError(f"refine few-shot k={k}: between 0 and {len(REFINE_DEMOS)} worked demos exist "
+                        "(set model.refine_few_shot / collect.teacher.few_shot to at most that)")
+    return REFINE_DEMOS[:k]
+
+
 def truncate_middle(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
     """`text` cut to about `limit` characters: 2/3 head + marker + 1/3 tail."""
     if len(text) <= limit:
