@@ -3,6 +3,7 @@
     python evaluate.py experiment=quickstart
     python evaluate.py model=codellama-7b 'dataset=[humaneval_plus,mbpp_plus]' sampling.n=100
     python evaluate.py samples=path/to/samples.jsonl dataset=humaneval_plus   # score a file, no model
+    python evaluate.py judge=gpt4 judge.wrong_solutions=<prompting run>/samples.jsonl   # + Table 9 judging
 """
 
 import hydra

@@ -27,12 +27,13 @@ def run_entry(dict_cfg: DictConfig, job_type: str, body: Body) -> None:
     tracking.write_resolved_config(cfg.output_dir, cfg)
     name, group, tags = tracking.run_identity(list(HydraConfig.get().overrides.task), cfg.experiment, job_type)
     tracker = tracking.open_tracker(cfg.tracking, run_dir=cfg.output_dir, name=name, group=group, tags=tags,
-                                    config=resolved, job_type=job_type)
+                                    config=tracking.tracker_config(resolved, dict(HydraConfig.get().runtime.choices)),
+                                    job_type=job_type)
     try:
         metrics, dataset_hashes = body(cfg, tracker)
         meta = tracking.run_metadata(resolved, seed=cfg.seed, dataset_hashes=dataset_hashes)
         path = tracking.write_metrics(cfg.output_dir, metrics, meta)
-        tracker.summary(metrics)
+        tracker.summary({k: v for k, v in metrics.items() if k != tracking.PER_TASK})
         print(f"metrics: {path}")
     except USER_ERRORS as exc:
         logging.getLogger(job_type).error("%s", exc)

@@ -205,6 +205,9 @@ class PPOConfig:
     head = a linear layer on the policy's hidden states; the rest is our choice, marked so."""
 
     prompts_per_step: int = 64  # rollouts per PPO step (paper: batch 64)
+    # rl.jsonl rows from these collect.dataset keys only (paper: MBPP + APPS prompts, not CodeContests:
+    # [mbpp_train, apps]); null = every row
+    datasets: Optional[list[str]] = None
     modes: list[str] = field(default_factory=lambda: ["refine", "explain_refine"])  # prompts alternate formats
     temperature: float = 1.0  # rollout sampling (our choice)
     top_p: float = 1.0
@@ -277,6 +280,27 @@ class ReportConfig:
     data: Optional[str] = None
 
 
+@dataclass
+class JudgeConfig:
+    """judge: explanation quality (LeDex §1.6, Table 9). A judge model scores the evaluated model's
+    explanations of `n` wrong initial solutions from 1 to 5 on correctness and on helpfulness, with
+    the paper's rubric (Table 15). Runs at the end of evaluate.py; selfdebug/judging.py."""
+
+    model: Optional[ModelConfig] = None  # the judge (paper: GPT-4); null = no judging
+    backend: Optional[BackendConfig] = None  # how to reach it (conf/judge/*.yaml: openai); null = backend's
+    # One reply per explanation: greedy, room for two scores and two one-sentence reasons (tokens).
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(n=1, temperature=0.0, max_new_tokens=256))
+    n: int = 50  # wrong solutions judged, one per problem (paper: 50 MBPP/HumanEval problems)
+    # Seed of the draw. Fixed (not ${seed}), so runs of different models and seeds judge the same problems.
+    seed: int = 0
+    # An evaluate run's samples.jsonl whose wrong initial solutions are explained (the prompting run's,
+    # so every model explains the SAME wrong code); null = this run's own samples.
+    wrong_solutions: Optional[str] = None
+    max_attempts: int = 3  # asks per explanation until a reply parses; then it counts as unparsed
+    retry_temperature: float = 0.7  # re-asks sample (with a new seed): a greedy re-ask repeats itself
+
+
 # --------------------------------------------------------------------------------------------------
 # The primary schema, shared by every entry script (conf/evaluate.yaml, conf/collect.yaml, ...), so
 # that one conf/experiment file describes a whole pipeline row: each script reads its own section
@@ -307,6 +331,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # train.py
     reward: RewardConfig = field(default_factory=RewardConfig)  # train.py algorithm=ppo
     report: ReportConfig = field(default_factory=ReportConfig)  # python -m selfdebug.report
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # evaluate.py: explanation quality (Table 9)
     # Free-form values for interpolation in experiment files, e.g. per-algorithm settings in one file:
     # vars: {lr: {sft: 1e-4, ppo: 1e-5}} + train.lr: ${vars.lr.${train.algorithm}}
     vars: dict[str, Any] = field(default_factory=dict)

@@ -25,23 +25,54 @@ from selfdebug.data import DataError, Dataset, few_shot_examples, load_datasets,
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
 from selfdebug.execution import Executor
 from selfdebug.generation import build_generator
+from selfdebug.judging import JudgeRun
 from selfdebug.prompts import refine_demos
+from selfdebug.tracking import PER_TASK
 
 log = logging.getLogger(__name__)
 
 STAGE_LABELS = {INIT: "Init.", "refine": "Refine", "explain_refine": "Expl.+Refine"}
 
+# The keys evaluate.py writes (metrics.json and the W&B run summary; dashboards read these names, see
+# selfdebug/dashboard.py). <p> is a scoring criterion: eval/<dataset> (base + plus tests of a "+"
+# dataset, else its base tests), eval/<dataset>/base (base tests only, "+" datasets), or
+# eval/overall | eval/overall_plus (task-weighted means over the datasets, pass@k only); <mode> is
+# refine | explain_refine, <r> a round 1..rounds, <k> one of cfg.k. tests/test_dashboard.py checks that
+# compute_metrics writes nothing else. Explanation judging adds judge/* (selfdebug/judging.py).
+EVAL_KEYS = (
+    "<p>/init/pass@<k>",  # the initial samples
+    "<p>/<mode>/round<r>/pass@<k>",  # solved by the initial code or a refinement of rounds <= r
+    "<p>/<mode>/round<r>/refine_rate",  # share of the wrong initial samples fixed by round r
+    "<p>/<mode>/round<r>/n_wrong", "<p>/<mode>/round<r>/n_fixed",
+    "eval/<dataset>/n_tasks", "eval/<dataset>/engine_errors",
+    "eval/<dataset>/init/tokens", "eval/<dataset>/init/n_samples",  # tokens generated, samples drawn
+    "eval/<dataset>/<mode>/tokens", "eval/<dataset>/<mode>/round<r>/tokens",
+    "eval/<dataset>/<mode>/round<r>/n_samples",
+    "eval/time/total_s",
+)
+# samples=<file> scoring writes instead (score_samples):
+SAMPLES_KEYS = ("<p>/samples/pass@<k>", "eval/<dataset>/samples/n", "eval/<dataset>/samples/engine_errors",
+                "eval/<dataset>/samples/programs_per_s")
 
-def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | None = None) -> dict[str, float]:
-    """Run the evaluation described by cfg into cfg.output_dir; returns flat metrics."""
+
+def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | None = None,
+             judge=None) -> dict[str, float]:
+    """Run the evaluation described by cfg into cfg.output_dir; returns flat metrics. With
+    judge.model set, then the explanation-quality judging (selfdebug/judging.py). `generator` /
+    `judge`: prebuilt generators (tests); None = build them from cfg.model / cfg.judge."""
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     datasets = datasets if datasets is not None else load_datasets(cfg.dataset)
     if cfg.samples:
+        if cfg.judge.model is not None:
+            raise SamplesError("judge= scores explanations written by the evaluated model, and samples= scores a "
+                               "file without a model: drop judge=... (or samples=...)")
         return score_samples(cfg, datasets, run_dir)
     init_params, refine_params = cfg.sampling.params(), cfg.refine_sampling.params()
     few_shot = few_shot_examples(cfg.model.few_shot, mbpp_path(cfg.dataset))
     demos = refine_demos(cfg.model.refine_few_shot)
+    # Reads judge.wrong_solutions now: a bad path fails before any sampling.
+    judging = JudgeRun(cfg, datasets, run_dir) if cfg.judge.model is not None else None
     samples_log = JsonlLog(run_dir / "samples.jsonl")
     done = _load_done(samples_log)
     t0 = time.monotonic()
@@ -58,12 +89,16 @@ def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | N
                 for mode in cfg.modes:
                     run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed, demos)
                 results[key] = list(run.attempts.values())
+            if judging is not None:  # the explanations come from the evaluated model: before it is closed
+                judging.explain(results, generator, executor, demos)
     finally:
         if owns_generator:
             generator.close()
     out = compute_metrics(datasets, results, cfg.modes, cfg.rounds, cfg.k)
-    out["time/total_s"] = time.monotonic() - t0
     print(results_table(out, datasets, cfg.modes, cfg.rounds, cfg.k))
+    if judging is not None:  # the judge is loaded only now, with the evaluated model freed
+        out.update(judging.judge(judge))
+    out["eval/time/total_s"] = time.monotonic() - t0  # under eval/: time/* is PPO's step split
     return out
 
 
@@ -139,9 +174,10 @@ class _DatasetRun:
 
 
 # ----------------------------------------------------------------------------- metrics
-def first_pass_rounds(attempts: list[Attempt], task_ids: list[str], mode: str, strict: bool) -> list[list]:
-    """Per task, per sample chain: the first round whose attempt passed (None = never), for
-    metrics.summarize_rounds. Chains whose initial attempt hit an engine error are left out."""
+def first_pass_rounds(attempts: list[Attempt], task_ids: list[str], mode: str, strict: bool) -> dict[str, list]:
+    """Task id -> per sample chain the first round whose attempt passed (None = never); its values
+    are metrics.summarize_rounds' input. Chains whose initial attempt hit an engine error are left
+    out, and so are tasks left with no chain."""
     chains: dict[str, dict[int, int | None]] = {t: {} for t in task_ids}
     ordered = sorted((a for a in attempts if a.mode in (INIT, mode)), key=lambda a: a.round)
     for a in ordered:
@@ -154,7 +190,7 @@ def first_pass_rounds(attempts: list[Attempt], task_ids: list[str], mode: str, s
             continue
         if (a.passed if strict else a.base_passed):
             per_task[a.sample_id] = a.round
-    return [list(chains[t].values()) for t in task_ids if chains[t]]
+    return {t: list(chains[t].values()) for t in task_ids if chains[t]}
 
 
 def _criteria(ds: Dataset, key: str) -> list[tuple[str, bool]]:
@@ -164,20 +200,26 @@ def _criteria(ds: Dataset, key: str) -> list[tuple[str, bool]]:
 
 
 def compute_metrics(datasets: dict[str, Dataset], results: dict[str, list[Attempt]], modes, rounds: int,
-                    ks) -> dict[str, float]:
-    out: dict[str, float] = {}
+                    ks) -> dict:
+    """Flat metrics (slash keys -> numbers) plus, under PER_TASK, what the report needs to recompute
+    any of them: per dataset the task ids, version and hash, and per criterion and mode the first
+    passing round of every sample chain (bootstrap CIs over problems, pass@k curves, per-round costs)."""
+    out: dict = {}
+    per_task: dict[str, dict] = {}
     for key, ds in datasets.items():
         task_ids = [p.task_id for p in ds.problems]
         attempts = results.get(key, [])
         out[f"eval/{key}/n_tasks"] = len(task_ids)
         out[f"eval/{key}/engine_errors"] = sum(a.engine_error for a in attempts)
-        out[f"eval/{key}/{INIT}/tokens"] = sum(a.n_tokens for a in attempts if a.mode == INIT)
-        for mode in modes:
-            out[f"eval/{key}/{mode}/tokens"] = sum(a.n_tokens for a in attempts if a.mode == mode)
+        _token_metrics(out, key, attempts, modes)
+        detail = per_task[key] = {"version": ds.version, "sha256": ds.sha256, "n_tasks": len(task_ids),
+                                  "first_pass": {}}
         for prefix, strict in _criteria(ds, key):
-            for mode in modes:
-                summaries = M.summarize_rounds(first_pass_rounds(attempts, task_ids, mode, strict), rounds, ks)
-                for s in summaries:
+            criterion = prefix[len(f"eval/{key}"):].lstrip("/")  # "" (the dataset's own tests) or "base"
+            for mode in modes or [INIT]:
+                chains = first_pass_rounds(attempts, task_ids, mode, strict)
+                detail["first_pass"]["/".join(filter(None, [criterion, mode]))] = chains
+                for s in M.summarize_rounds(list(chains.values()), rounds if mode != INIT else 0, ks):
                     stage = f"{INIT}" if s.round == 0 else f"{mode}/round{s.round}"
                     for k, v in s.pass_at.items():
                         out[f"{prefix}/{stage}/pass@{k}"] = v
@@ -186,7 +228,21 @@ def compute_metrics(datasets: dict[str, Dataset], results: dict[str, list[Attemp
                         out[f"{prefix}/{stage}/n_wrong"] = s.n_wrong_initial
                         out[f"{prefix}/{stage}/n_fixed"] = s.n_fixed
     out.update(_overall(datasets, out))
+    out[PER_TASK] = per_task
     return out
+
+
+def _token_metrics(out: dict, key: str, attempts: list[Attempt], modes) -> None:
+    """Generated tokens and samples per stage and round: the cost side of pass@k (the report's
+    cost-aware view: initial sampling vs refinement at an equal token budget)."""
+    out[f"eval/{key}/{INIT}/tokens"] = sum(a.n_tokens for a in attempts if a.mode == INIT)
+    out[f"eval/{key}/{INIT}/n_samples"] = sum(a.mode == INIT for a in attempts)
+    for mode in modes:
+        mine = [a for a in attempts if a.mode == mode]
+        out[f"eval/{key}/{mode}/tokens"] = sum(a.n_tokens for a in mine)
+        for rnd in sorted({a.round for a in mine}):
+            out[f"eval/{key}/{mode}/round{rnd}/tokens"] = sum(a.n_tokens for a in mine if a.round == rnd)
+            out[f"eval/{key}/{mode}/round{rnd}/n_samples"] = sum(a.round == rnd for a in mine)
 
 
 def _overall(datasets: dict[str, Dataset], out: dict[str, float]) -> dict[str, float]:
@@ -202,7 +258,8 @@ def _overall(datasets: dict[str, Dataset], out: dict[str, float]) -> dict[str, f
     for group, prefixes in groups.items():
         if len(prefixes) < 2:
             continue
-        suffixes = {k[len(p):] for p in prefixes.values() for k in out if k.startswith(p + "/") and "pass@" in k}
+        suffixes = {k[len(p):] for p in prefixes.values() for k in out
+                    if k.startswith(p + "/") and "pass@" in k and k[len(p) + 1:].split("/")[0] != "base"}
         for suffix in sorted(suffixes):
             values = {d: out.get(p + suffix) for d, p in prefixes.items()}
             if any(v is None for v in values.values()):

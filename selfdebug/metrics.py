@@ -74,10 +74,22 @@ def bootstrap_ci(
     values = np.asarray(per_task_values, dtype=float)
     if values.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
+    return stratified_bootstrap_ci([values], lambda r: r[0].mean(axis=1), n_boot, seed, alpha)
+
+
+def stratified_bootstrap_ci(
+    strata: Sequence[np.ndarray], statistic, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of `statistic`, resampling the problems of each stratum
+    (benchmark) with replacement and keeping its size, so a task-count-weighted "overall" keeps its
+    weights. strata[i]: [n_i, ...] per-problem rows; statistic(resampled) gets one [n_boot, n_i, ...]
+    array per stratum and returns [n_boot] values."""
+    if not strata or any(len(s) == 0 for s in strata):
+        raise ValueError("stratified_bootstrap_ci needs at least one problem in every stratum")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    means = values[idx].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    resampled = [np.asarray(s, dtype=float)[rng.integers(0, len(s), size=(n_boot, len(s)))] for s in strata]
+    values = np.asarray(statistic(resampled), dtype=float)
+    low, high = np.nanquantile(values, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 

@@ -37,6 +37,10 @@ TRACKED_PACKAGES = (
 NON_IDENTITY_LEAVES = {"path", "output_dir", "cache_dir", "samples", "base_url", "api_key_env"}
 NON_IDENTITY_ROOTS = {"hydra", "tracking", "experiment"}  # experiment becomes the group instead
 
+# metrics.json's one non-scalar block besides "meta": evaluate.py's per-task details (see
+# evaluation.compute_metrics), from which the report recomputes CIs and curves. Never sent to a tracker.
+PER_TASK = "per_task"
+
 WANDB_TAG_MAX = 64  # characters; wandb.init rejects longer tags
 
 
@@ -79,6 +83,9 @@ def run_metadata(
     status = _git(repo_dir, "status", "--porcelain") if sha else None
     config_json = json.dumps(cfg_dict, sort_keys=True, default=str)
     return {
+        # the resolved config, so that metrics.json alone says what ran (the report reads model,
+        # sampling and report labels from here)
+        "config": cfg_dict,
         "git_sha": sha,
         "git_dirty": bool(status) if status is not None else None,
         "python": platform.python_version(),
@@ -93,13 +100,18 @@ def run_metadata(
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, float], meta: dict[str, Any]) -> Path:
-    """Write `<run_dir>/metrics.json`: {"eval/humaneval_plus/round1/pass@1": 41.5, ..., "meta": {...}}.
+    """Write `<run_dir>/metrics.json`: {"eval/humaneval_plus/round1/pass@1": 41.5, ..., "per_task": {...},
+    "meta": {...}}.
 
     Metric values must be numbers (bools count as 0/1); NaN and inf are written as null, since JSON
-    has no spelling for them. Keys are sorted so two runs diff cleanly.
+    has no spelling for them. Keys are sorted so two runs diff cleanly. The PER_TASK entry, if any,
+    is written as its own block.
     """
     flat: dict[str, float | None] = {}
+    blocks = {PER_TASK: metrics[PER_TASK]} if PER_TASK in metrics else {}
     for key, value in metrics.items():
+        if key == PER_TASK:
+            continue
         if key == "meta":
             raise ValueError("'meta' is reserved in metrics.json for the run metadata")
         if not isinstance(value, (int, float)):
@@ -107,7 +119,7 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, float], meta: dict[str
         flat[key] = float(value) if math.isfinite(value) else None
     path = Path(run_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({**dict(sorted(flat.items())), "meta": meta}, indent=2, ensure_ascii=False,
+    text = json.dumps({**dict(sorted(flat.items())), **blocks, "meta": meta}, indent=2, ensure_ascii=False,
                       default=str)
     atomic_write_text(path, text + "\n")
     return path
@@ -163,6 +175,20 @@ def run_identity(
     return name, group, tags
 
 
+def tracker_config(resolved: dict, choices: dict[str, Any]) -> dict:
+    """The config a tracker records (W&B's run config, what panels group and filter by): the resolved
+    config (report.*, experiment, model.name, reward.name, ...) plus `choices`, the option picked in
+    each config group (Hydra's runtime.choices without Hydra's own: {"reward": "ledex", "algorithm":
+    "ppo", "experiment": "quickstart", ...}).
+
+    Group panels by `choices.<group>`, not by a config section: under a W&B sweep agent each sweep
+    parameter overwrites the config key of its name (`reward: ledex` replaces the `reward` section),
+    so only `choices` reads the same in a `wandb agent` run and a `-m` run.
+    """
+    picked = {k: v for k, v in choices.items() if not k.startswith("hydra/")}
+    return {**resolved, "choices": picked}
+
+
 # --------------------------------------------------------------------------------------------------
 # Trackers
 # --------------------------------------------------------------------------------------------------
@@ -203,10 +229,11 @@ class MemoryTracker(NullTracker):
         self.histograms_logged: list[tuple[int | None, dict[str, list[float]]]] = []
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.logged.append((step, metrics))
+        # a copy, as W&B sends it: a caller that adds keys to its dict afterwards logged none of them
+        self.logged.append((step, dict(metrics)))
 
     def histograms(self, values: dict[str, list[float]], step: int | None = None) -> None:
-        self.histograms_logged.append((step, values))
+        self.histograms_logged.append((step, dict(values)))
 
 
 class WandbTracker:

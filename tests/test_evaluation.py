@@ -137,8 +137,8 @@ def test_first_pass_rounds_strict_vs_base():
 
     attempts = [att(0, "pass", "fail"), att(1, "pass", "pass"), att(0, "fail", "fail", sample=1),
                 att(1, "fail", "fail", sample=1)]
-    assert evaluation.first_pass_rounds(attempts, ["T"], "refine", strict=True) == [[1, None]]
-    assert evaluation.first_pass_rounds(attempts, ["T"], "refine", strict=False) == [[0, None]]
+    assert evaluation.first_pass_rounds(attempts, ["T"], "refine", strict=True) == {"T": [1, None]}
+    assert evaluation.first_pass_rounds(attempts, ["T"], "refine", strict=False) == {"T": [0, None]}
 
 
 # ----------------------------------------------------------------------------- samples=
@@ -209,3 +209,26 @@ def test_kill_midway_then_resume_with_a_real_tiny_model(tmp_path, tiny_model_dir
     assert {k for k in keys if k[0] == "init"} == {("init", 0, f"HumanEval/{t}", s) for t in range(3) for s in range(2)}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "eval/humaneval_plus/init/pass@1" in metrics and metrics["meta"]["dataset_hashes"]["humaneval_plus"]
+
+
+def test_report_recomputes_the_evaluators_numbers_from_metrics_json(tmp_path, humaneval_plus):
+    """metrics.json's per_task block holds everything the report needs: its pass@k and refine rates
+    from the per-task chains equal the evaluator's own flat metrics, stage by stage."""
+    from selfdebug import report
+    from selfdebug.tracking import write_metrics
+
+    cfg = make_cfg(tmp_path, "rounds=2")
+    out = evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems),
+                              datasets={"humaneval_plus": humaneval_plus})
+    write_metrics(tmp_path, out, {"config": {"model": {"name": "scripted"}}})
+    [run] = report.load_runs([tmp_path])
+    for benchmark, prefix in (("HumanEval+", "eval/humaneval_plus"), ("HumanEval", "eval/humaneval_plus/base")):
+        for stage, key in (("Init.", "init"), ("Refine", "refine/round1"), ("Expl.+Refine", "explain_refine/round1")):
+            for k in (1, 2):
+                cell = report.pass_cell(run, [benchmark], stage, k, n_boot=0, seed=0)
+                assert cell.value == pytest.approx(out[f"{prefix}/{key}/pass@{k}"])
+        for mode in ("refine", "explain_refine"):
+            rows = report.refine_rows(run.chains(benchmark, mode), 1)
+            assert rows[:, 1].sum() / rows[:, 0].sum() == pytest.approx(out[f"{prefix}/{mode}/round1/refine_rate"])
+    assert out["eval/humaneval_plus/init/n_samples"] == 3 * len(humaneval_plus.problems)
+    assert out["eval/humaneval_plus/refine/round1/n_samples"] == out["eval/humaneval_plus/refine/round1/n_wrong"]

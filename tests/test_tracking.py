@@ -13,6 +13,7 @@ import yaml
 
 from selfdebug.config import RunConfig, TrackingConfig, compose, to_typed
 from selfdebug.tracking import (
+    MemoryTracker,
     NullTracker,
     open_tracker,
     run_identity,
@@ -90,11 +91,19 @@ def test_metrics_json_is_flat_with_meta(tmp_path):
 
 
 def test_write_metrics_rejects_non_scalars(tmp_path):
-    with pytest.raises(TypeError, match="per_task"):
-        write_metrics(tmp_path, {"per_task": [1, 2]}, {})
+    with pytest.raises(TypeError, match="samples"):
+        write_metrics(tmp_path, {"samples": [1, 2]}, {})
     with pytest.raises(ValueError, match="reserved"):
         write_metrics(tmp_path, {"meta": 1.0}, {})
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_write_metrics_keeps_the_per_task_block_apart(tmp_path):
+    per_task = {"mbpp": {"n_tasks": 2, "first_pass": {"refine": {"1": [0, None], "2": [None]}}}}
+    path = write_metrics(tmp_path, {"eval/mbpp/init/pass@1": 0.25, "per_task": per_task}, {"seed": 0})
+    data = json.loads(path.read_text())
+    assert list(data) == ["eval/mbpp/init/pass@1", "per_task", "meta"]
+    assert data["per_task"] == per_task  # a None round (never passed) survives as null -> None
 
 
 def _git(cwd, *args):
@@ -195,3 +204,54 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
 
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb")), "no offline run file to sync"
+
+
+def test_reward_ablation_sweep_is_one_group_with_groupable_config(tmp_path, monkeypatch):
+    """`python train.py -m algorithm=ppo reward=ledex,unit_test_only,no_explanation_reward
+    experiment=quickstart tracking=wandb`: Hydra runs one job per reward, each opening its tracker
+    through run_entry. One W&B group; names and tags that differ by the reward; a config that panels
+    group by (experiment, the report labels, and the picked options under `choices`)."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from selfdebug import tracking
+    from selfdebug.cli import run_entry
+    from selfdebug.config import ReportConfig
+    from selfdebug.tracking import MemoryTracker
+
+    opened = []
+
+    def fake_open_tracker(tcfg, **kwargs):
+        opened.append({"tracking": tcfg, **kwargs})
+        return MemoryTracker()
+
+    monkeypatch.setattr(tracking, "open_tracker", fake_open_tracker)
+    rewards = ["ledex", "unit_test_only", "no_explanation_reward"]
+    for reward in rewards:
+        cfg = compose("train", ["algorithm=ppo", f"reward={reward}", "experiment=quickstart", "tracking=wandb"],
+                      output_dir=tmp_path / reward)
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # what @hydra.main passes
+        run_entry(job_cfg, "train", lambda run_cfg, tracker: ({"reward/total/mean": 1.0}, {}))
+        assert (tmp_path / reward / "metrics.json").is_file()
+
+    assert [o["tracking"].name for o in opened] == ["wandb"] * 3  # the command line beats the experiment's none
+    assert [o["group"] for o in opened] == ["quickstart"] * 3  # one group
+    assert [o["name"] for o in opened] == [f"algorithm=ppo,reward={r}" for r in rewards]
+    assert [o["tags"] for o in opened] == [["algorithm=ppo", f"reward={r}", "quickstart"] for r in rewards]
+    for o, reward in zip(opened, rewards):
+        config = o["config"]
+        assert o["job_type"] == "train" and config["experiment"] == "quickstart"
+        assert set(config["report"]) == {f.name for f in dataclasses.fields(ReportConfig)}
+        assert config["reward"]["name"] == reward
+        choices = config["choices"]
+        assert (choices["reward"], choices["algorithm"], choices["experiment"]) == (reward, "ppo", "quickstart")
+        assert not any(k.startswith("hydra/") for k in choices)  # Hydra's own launcher, logging, ...
+
+
+def test_memory_tracker_keeps_what_was_logged_then():
+    tracker = MemoryTracker()
+    metrics = {"ppo/kl": 0.1}
+    tracker.log(metrics, step=1)
+    metrics["train/step"] = 1  # added after logging: W&B never received it
+    assert tracker.logged == [(1, {"ppo/kl": 0.1})]

@@ -1,0 +1,650 @@
+"""The paper's tables from run directories: `python -m selfdebug.report RUN_DIRS... [--out DIR]`.
+
+Reads ONLY `metrics.json` files (found recursively under the given paths): the flat metrics, the
+`per_task` block evaluate.py writes (first passing round of every sample chain, per task), and
+`meta` (resolved config, git SHA, dataset hashes, seed). Prints, as markdown (and LaTeX with
+--latex or --out):
+
+- Table 2 (and the data ablations of Tables 5-8 and 11): pass@k of initial code and of one
+  refinement per benchmark, our number with a 95% bootstrap CI over problems beside the paper's.
+- Table 3: the task-count-weighted "overall" columns, with deltas (SFT vs Prompt., RL vs SFT).
+- Table 4: the success refinement rate averaged over the benchmarks.
+- Table 9: explanation quality scored by a judge (evaluate.py judge=...).
+- Provenance of every row: run dir, model, adapter, dataset version + hash, seed, sampling, git SHA.
+
+With --out it also writes `report.md`, `report.tex` and two PNG plots: iterative refinement
+(pass@1 over rounds, the paper's Fig. 4) and a cost-aware view (pass@k against generated tokens,
+initial sampling vs refinement at an equal budget, as Olausson et al. 2024 argue repair should be
+judged). The paper's numbers are data: `selfdebug/paper/ledex_results.csv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from selfdebug import metrics as M
+
+PAPER_CSV = Path(__file__).resolve().parent / "paper" / "ledex_results.csv"
+
+# Paper column -> where a run's numbers for it come from, in order of preference:
+# (dataset key, criterion), criterion "" = the dataset's own tests (base+plus for "+" sets), "base" =
+# the base tests only. HumanEval+'s base tests ARE HumanEval's, on the same 164 tasks; MBPP+'s base
+# tests cover a subset of MBPP's 500 tasks, so they do not stand in for MBPP.
+BENCHMARKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "MBPP": (("mbpp", ""),),
+    "HumanEval": (("humaneval", ""), ("humaneval_plus", "base")),
+    "MBPP+": (("mbpp_plus", ""),),
+    "HumanEval+": (("humaneval_plus", ""),),
+}
+OVERALL = {"MBPP&HumanEval": ("MBPP", "HumanEval"), "MBPP+&HumanEval+": ("MBPP+", "HumanEval+")}
+# Row label -> (mode, round): the initial code is round 0 of any mode's chains.
+STAGES = {"Init.": (None, 0), "Refine": ("refine", 1), "Expl.+Refine": ("explain_refine", 1)}
+APPROACHES = ("Prompt.", "SFT", "RL")
+DEFAULT_DATA = "GPT-3.5"  # the paper's main tables use GPT-3.5-Turbo's explanations and refinements
+PREVIOUS = {"SFT": "Prompt.", "RL": "SFT"}  # the paper's deltas: SFT vs prompting, RL vs SFT
+
+
+class ReportError(ValueError):
+    """Nothing to report, or a metrics file that cannot be read; the message names the fix."""
+
+
+# ----------------------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    """One evaluate.py run, read from its metrics.json."""
+
+    path: Path
+    metrics: dict
+    per_task: dict
+    meta: dict
+    index: int = 0  # its number in the provenance list
+
+    @property
+    def config(self) -> dict:
+        return self.meta.get("config") or {}
+
+    @property
+    def model(self) -> str:
+        report, model = self.config.get("report") or {}, self.config.get("model") or {}
+        return report.get("model") or model.get("name") or "?"
+
+    @property
+    def approach(self) -> str:
+        """report.approach, else from the adapter path: none = prompting, a PPO/DPO/SFT run dir."""
+        explicit = (self.config.get("report") or {}).get("approach")
+        if explicit:
+            return explicit
+        adapter = str((self.config.get("model") or {}).get("adapter") or "").lower()
+        if not adapter:
+            return "Prompt."
+        for needle, label in (("ppo", "RL"), ("dpo", "DPO"), ("sft", "SFT")):
+            if needle in adapter:
+                return label
+        return "Tuned"
+
+    @property
+    def data(self) -> str:
+        return (self.config.get("report") or {}).get("data") or DEFAULT_DATA
+
+    @property
+    def row(self) -> tuple[str, str, str]:
+        return self.model, self.approach, self.data
+
+    @property
+    def label(self) -> str:
+        data = "" if self.data == DEFAULT_DATA else f", {self.data} data"
+        return f"{self.model} {self.approach}{data}"
+
+    def source(self, benchmark: str) -> tuple[str, str] | None:
+        """The (dataset, criterion) this run has for a paper column, or None."""
+        for key, criterion in BENCHMARKS[benchmark]:
+            detail = self.per_task.get(key)
+            if detail and any(m.split("/")[0] == criterion if criterion else "/" not in m
+                              for m in detail["first_pass"]):
+                return key, criterion
+        return None
+
+    def chains(self, benchmark: str, mode: str | None) -> list[list[int | None]] | None:
+        """Per task, the first passing round of every sample chain (None = never), or None when
+        the run lacks the benchmark or the mode. mode None: any mode (only round 0 is read)."""
+        source = self.source(benchmark)
+        if source is None:
+            return None
+        key, criterion = source
+        first_pass = self.per_task[key]["first_pass"]
+        names = [m for m in first_pass if (m.rsplit("/", 1)[0] if "/" in m else "") == criterion]
+        if mode is not None:
+            names = [m for m in names if m.rsplit("/", 1)[-1] == mode]
+        if not names:
+            return None
+        return [[None if r is None else int(r) for r in chain] for chain in first_pass[names[0]].values()]
+
+    def provenance(self) -> str:
+        meta, cfg = self.meta, self.config
+        model = cfg.get("model") or {}
+        sampling, refine = cfg.get("sampling") or {}, cfg.get("refine_sampling") or {}
+        data = ", ".join(f"{k} {d.get('version')} sha256:{str(d.get('sha256'))[:12]} ({d.get('n_tasks')} tasks)"
+                         for k, d in self.per_task.items())
+        sha = meta.get("git_sha")
+        git = f"{sha[:10]}{' (dirty)' if meta.get('git_dirty') else ''}" if sha else "unknown"
+        return (f"[{self.index}] `{self.path}`: {model.get('source', '?')}"
+                f"{' + adapter ' + str(model['adapter']) if model.get('adapter') else ''}; "
+                f"data: {data or '-'}; seed {meta.get('seed')}; "
+                f"sampling n={sampling.get('n')} T={sampling.get('temperature')} top_p={sampling.get('top_p')} "
+                f"max_new_tokens={sampling.get('max_new_tokens')}; refine T={refine.get('temperature')} "
+                f"max_new_tokens={refine.get('max_new_tokens')}; git {git}; {meta.get('created_at', '')}")
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Every evaluate run (a metrics.json with a per_task block) under `paths`. When several runs
+    share a table row (model, approach, data), the newest wins and the others are named on stderr."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.name == "metrics.json":
+            files.append(p)
+        elif p.is_dir():
+            files += sorted(p.rglob("metrics.json"))
+        else:
+            raise ReportError(f"{p}: no such run dir or metrics.json (pass evaluate.py run dirs, e.g. outputs/quickstart)")
+    runs = []
+    for f in files:
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReportError(f"{f}: not a readable metrics.json ({exc}); rerun the stage that wrote it") from exc
+        if isinstance(data, dict) and isinstance(data.get("per_task"), dict):  # evaluate runs only
+            runs.append(Run(f.parent, data, data["per_task"], data.get("meta") or {}))
+    if not runs:
+        raise ReportError(f"no evaluate.py metrics.json with per-task results under {[str(p) for p in paths]}: "
+                          "run evaluate.py first (collect/train runs have no table cells)")
+    newest: dict[tuple, Run] = {}
+    for run in sorted(runs, key=lambda r: (r.meta.get("created_at") or "", str(r.path))):
+        if run.row in newest:
+            print(f"report: {newest[run.row].path} and {run.path} are both {run.label}; using the newer {run.path}",
+                  file=sys.stderr)
+        newest[run.row] = run
+    kept = sorted(newest.values(), key=lambda r: (r.model, _approach_order(r.approach), r.data))
+    for i, run in enumerate(kept, 1):
+        run.index = i
+    return kept
+
+
+def _approach_order(approach: str) -> int:
+    return APPROACHES.index(approach) if approach in APPROACHES else len(APPROACHES)
+
+
+# ----------------------------------------------------------------------------------------- maths
+@dataclass(frozen=True)
+class Cell:
+    """A number of ours (fraction, or a 1-5 score) with its 95% CI; `partial` names the benchmarks
+    an overall value had to do without."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    partial: tuple[str, ...] = ()
+
+
+def solved_counts(chains: list[list[int | None]], rnd: int) -> list[tuple[int, int]]:
+    """(n, c) per task after round `rnd`: a chain is solved if it passed at some round <= rnd."""
+    return [(len(c), sum(r is not None and r <= rnd for r in c)) for c in chains]
+
+
+def pass_values(chains: list[list[int | None]], k: int, rnd: int) -> np.ndarray | None:
+    """Per-task unbiased pass@k after round `rnd`; None when some task has fewer than k samples."""
+    counts = solved_counts(chains, rnd)
+    if not M.reportable_ks(counts, [k]):
+        return None
+    return np.array([M.pass_at_k(n, c, k) for n, c in counts])
+
+
+def refine_rows(chains: list[list[int | None]], rnd: int) -> np.ndarray:
+    """Per task [wrong initial samples, of those fixed by round rnd]: the success refinement rate
+    pools them, sum(fixed) / sum(wrong)."""
+    return np.array([[sum(r != 0 for r in c), sum(r is not None and 1 <= r <= rnd for r in c)] for c in chains],
+                    dtype=float).reshape(-1, 2)
+
+
+def _pooled_mean(resampled: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(resampled, axis=1).mean(axis=1)
+
+
+def _mean_of_rates(resampled: list[np.ndarray]) -> np.ndarray:
+    import warnings
+
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no wrong sample anywhere: NaN
+        rates = [r[..., 1].sum(axis=1) / r[..., 0].sum(axis=1) for r in resampled]
+        return np.nanmean(np.stack(rates), axis=0)
+
+
+def estimate(strata: list[np.ndarray], statistic: Callable, n_boot: int, seed: int,
+             missing: tuple[str, ...] = ()) -> Cell:
+    """The statistic on the data and its stratified bootstrap CI (each benchmark a stratum)."""
+    value = float(statistic([s[None] for s in strata])[0])
+    if n_boot <= 0:
+        return Cell(value, partial=missing)
+    low, high = M.stratified_bootstrap_ci(strata, statistic, n_boot=n_boot, seed=seed)
+    return Cell(value, low, high, missing)
+
+
+def pass_cell(run: Run, benchmarks: Sequence[str], stage: str, k: int, n_boot: int, seed: int) -> Cell | None:
+    """pass@k of a stage over one benchmark, or the task-count-weighted mean over several (the
+    paper's "overall" = the mean over the pooled tasks). None when the run has none of them."""
+    mode, rnd = STAGES[stage]
+    strata, missing = [], []
+    for b in benchmarks:
+        chains = run.chains(b, mode)
+        values = pass_values(chains, k, rnd) if chains else None
+        if values is None or not len(values):
+            missing.append(b)
+        else:
+            strata.append(values)
+    if not strata:
+        return None
+    return estimate(strata, _pooled_mean, n_boot, seed, tuple(missing) if len(benchmarks) > 1 else ())
+
+
+def refine_rate_cell(run: Run, mode: str, n_boot: int, seed: int) -> Cell | None:
+    """Table 4: the success refinement rate (round 1) averaged over the benchmarks the run has."""
+    strata, missing = [], []
+    for b in BENCHMARKS:
+        chains = run.chains(b, mode)
+        rows = refine_rows(chains, 1) if chains else None
+        if rows is None or not len(rows) or rows[:, 0].sum() == 0:
+            missing.append(b)
+        else:
+            strata.append(rows)
+    if not strata:
+        return None
+    return estimate(strata, _mean_of_rates, n_boot, seed, tuple(missing))
+
+
+# ----------------------------------------------------------------------------------------- paper
+def load_paper(path: Path = PAPER_CSV) -> dict[tuple, float]:
+    """(table, model, approach, data, stage, benchmark, metric) -> the paper's value as a fraction
+    (scores 1-5 stay as they are)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        out = {}
+        for r in rows:
+            value = float(r["value"])
+            scale = 1.0 if r["metric"].startswith("explanation_score") else 0.01
+            out[(r["table"], r["model"], r["approach"], r["data"], r["stage"], r["benchmark"], r["metric"])] = value * scale
+        return out
+
+
+def paper_value(paper: dict, tables: Sequence[str], model: str, approach: str, data: str, stage: str,
+                benchmark: str, metric: str) -> float | None:
+    for table in tables:
+        value = paper.get((table, model, approach, data, stage, benchmark, metric))
+        if value is not None:
+            return value
+    if data == "LeDex full data":  # Table 11's full-data rows are Table 2's GPT-3.5 SFT rows
+        return paper_value(paper, tables, model, approach, DEFAULT_DATA, stage, benchmark, metric)
+    return None
+
+
+# ----------------------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines + ([""] + [f"- {n}" for n in self.notes] if self.notes else []))
+
+    def latex(self) -> str:
+        esc = _latex_escape
+        lines = [f"% {esc(self.title)}", "\\begin{tabular}{" + "l" * 3 + "r" * (len(self.header) - 3) + "}",
+                 "\\toprule", " & ".join(esc(h) for h in self.header) + " \\\\", "\\midrule"]
+        lines += [" & ".join(esc(c) for c in row) + " \\\\" for row in self.rows]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines + [f"% {esc(n)}" for n in self.notes])
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"),
+                 ("$", "\\$"), ("{", "\\{"), ("}", "\\}")):
+        text = text.replace(a, b) if a != "\\" else text.replace(a, "\x00")
+    return text.replace("\x00", "\\textbackslash{}")
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def fmt(cell: Cell | None, delta: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
+    """"41.20 (+3.10) [35.04, 47.13]": value, delta, 95% CI; "-" when missing; "*" = partial."""
+    if cell is None or math.isnan(cell.value):
+        return "-"
+    text = f"{scale * cell.value:.{digits}f}"
+    if delta is not None and not math.isnan(delta):
+        text += f" ({scale * delta:+.{digits}f})"
+    if cell.low is not None and cell.high is not None:
+        text += f" [{scale * cell.low:.{digits}f}, {scale * cell.high:.{digits}f}]"
+    return text + ("*" if cell.partial else "")
+
+
+def fmt_paper(value: float | None, delta: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{scale * value:.{digits}f}" + (f" ({scale * delta:+.{digits}f})" if delta is not None else "")
+
+
+def _partial_note(cells: list[Cell | None]) -> list[str]:
+    missing = sorted({b for c in cells if c is not None for b in c.partial})
+    return ([f"* computed without {', '.join(missing)}: the run did not evaluate it (or had no sample to refine)"]
+            if missing else [])
+
+
+def table2(runs: list[Run], paper: dict, ks: Sequence[int], n_boot: int, seed: int, paper_only: bool) -> Table:
+    """Table 2 layout (and Table 11's, whose rows differ by training data): rows model / approach /
+    stage, our row then the paper's; columns benchmark x pass@k."""
+    header = ["Model", "Approach", "Stage", "Source"] + [f"{b} p@{k}" for b in BENCHMARKS for k in ks]
+    table = Table("Table 2: pass@k of initial and refined code (ours with 95% bootstrap CI over problems; "
+                  "paper beside)", header)
+    cells = []
+    for row_key, run in _rows(runs, paper, paper_only, tables=("2", "11")):
+        model, approach, data = row_key
+        shown = approach if data == DEFAULT_DATA else f"{approach} ({data} data)"
+        for stage in STAGES:
+            if run is not None:
+                row = [pass_cell(run, [b], stage, k, n_boot, seed) for b in BENCHMARKS for k in ks]
+                cells += row
+                table.rows.append([model, shown, stage, f"ours [{run.index}]"] + [fmt(c) for c in row])
+            values = [paper_value(paper, ("2", "11"), model, approach, data, stage, b, f"pass@{k}")
+                      for b in BENCHMARKS for k in ks]
+            if any(v is not None for v in values):
+                table.rows.append([model, shown, stage, "paper"] + [fmt_paper(v) for v in values])
+    table.notes += _partial_note(cells)
+    return table
+
+
+def _rows(runs: list[Run], paper: dict, paper_only: bool, tables: Sequence[str]) -> list[tuple[tuple, Run | None]]:
+    """(model, approach, data) rows: ours in order, plus with paper_only every paper row of `tables`."""
+    rows: dict[tuple, Run | None] = {run.row: run for run in runs}
+    if paper_only:
+        for key in paper:
+            if key[0] in tables:
+                rows.setdefault((key[1], key[2], key[3]), None)
+    return sorted(rows.items(), key=lambda kv: (kv[0][0], _approach_order(kv[0][1]), kv[0][2] != DEFAULT_DATA, kv[0][2]))
+
+
+def table3(runs: list[Run], paper: dict, ks: Sequence[int], n_boot: int, seed: int, paper_only: bool) -> Table:
+    """Table 3 layout: overall pass@k (task-count-weighted over MBPP & HumanEval, and over the "+"
+    sets), SFT and RL x refine / explain+refine, each with its delta (SFT vs Prompt., RL vs SFT)."""
+    columns = [(group, approach, stage) for group in OVERALL for approach in ("SFT", "RL")
+               for stage in ("Refine", "Expl.+Refine")]
+    header = ["Model", "Metric", "Data", "Source"] + [f"{'M&H' if g.startswith('MBPP&') else 'M+&H+'} {a} {s}"
+                                                    for g, a, s in columns]
+    table = Table("Table 3: overall pass@k, value (delta: SFT vs Prompt., RL vs SFT) [95% CI]", header)
+    by_row = {run.row: run for run in runs}
+    groups = sorted({(m, d) for m, _, d in [k for k, _ in _rows(runs, paper, paper_only, ("3",))]})
+    cells = []
+    for model, data in groups:
+        for k in ks:
+            ours, theirs = [], []
+            for group, approach, stage in columns:
+                run, prev = by_row.get((model, approach, data)), _previous_run(by_row, model, approach, data)
+                cell = pass_cell(run, OVERALL[group], stage, k, n_boot, seed) if run else None
+                base = pass_cell(prev, OVERALL[group], stage, k, 0, seed) if prev else None
+                ours.append(fmt(cell, cell.value - base.value if cell and base else None))
+                cells.append(cell)
+                value = paper_value(paper, ("3",), model, approach, data, stage, group, f"pass@{k}")
+                before = paper_value(paper, ("3",), model, PREVIOUS[approach], data, stage, group, f"pass@{k}")
+                theirs.append(fmt_paper(value, value - before if value is not None and before is not None else None))
+            shown = "" if data == DEFAULT_DATA else data
+            if any(c != "-" for c in ours):
+                table.rows.append([model, f"pass@{k}", shown, "ours"] + ours)
+            if any(c != "-" for c in theirs):
+                table.rows.append([model, f"pass@{k}", shown, "paper"] + theirs)
+    table.notes += _partial_note(cells)
+    return table
+
+
+def _previous_run(by_row: dict, model: str, approach: str, data: str) -> Run | None:
+    """The run a delta is taken against: SFT vs the model's prompting run (any data label), RL vs
+    the SFT run on the same data."""
+    prev = PREVIOUS.get(approach)
+    if prev is None:
+        return None
+    if prev == "Prompt.":
+        return by_row.get((model, prev, data)) or next((r for (m, a, _), r in by_row.items() if m == model and a == prev), None)
+    return by_row.get((model, prev, data))
+
+
+def table4(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bool) -> Table:
+    """Table 4 layout: success refinement rate averaged over the benchmarks, per approach, with
+    deltas (SFT vs Prompt., RL vs SFT)."""
+    columns = [(stage, approach) for stage in ("Refine", "Expl.+Refine") for approach in APPROACHES]
+    header = ["Model", "Data", "Source", "-"] + [f"{s} {a}" for s, a in columns]
+    table = Table("Table 4: success refinement rate averaged over the benchmarks (delta vs the previous approach)",
+                  header)
+    by_row = {run.row: run for run in runs}
+    groups = sorted({(m, d) for m, _, d in [k for k, _ in _rows(runs, paper, paper_only, ("4",))]})
+    cells = []
+    for model, data in groups:
+        ours, theirs = [], []
+        for stage, approach in columns:
+            mode = STAGES[stage][0]
+            run, prev = by_row.get((model, approach, data)), _previous_run(by_row, model, approach, data)
+            cell = refine_rate_cell(run, mode, n_boot, seed) if run else None
+            base = refine_rate_cell(prev, mode, 0, seed) if prev else None
+            ours.append(fmt(cell, cell.value - base.value if cell and base else None))
+            cells.append(cell)
+            value = paper_value(paper, ("4",), model, approach, data, stage, "average", "refine_rate")
+            before = (paper_value(paper, ("4",), model, PREVIOUS[approach], data, stage, "average", "refine_rate")
+                      if approach in PREVIOUS else None)
+            theirs.append(fmt_paper(value, value - before if value is not None and before is not None else None))
+        shown = "" if data == DEFAULT_DATA else data
+        if any(c != "-" for c in ours):
+            table.rows.append([model, shown, "ours", ""] + ours)
+        if any(c != "-" for c in theirs):
+            table.rows.append([model, shown, "paper", ""] + theirs)
+    table.notes += _partial_note(cells)
+    table.notes.append("rate = wrong initial samples fixed by one refinement / wrong initial samples, per benchmark "
+                       "(base+plus tests for the \"+\" sets), then the mean over benchmarks")
+    return table
+
+
+def table9(runs: list[Run], paper: dict, paper_only: bool) -> Table | None:
+    """Table 9 layout: mean 1-5 explanation scores per model and approach, from evaluate.py judge=..."""
+    judged = [r for r in runs if r.metrics.get("judge/n")]
+    columns = [(r.model, r.approach) for r in judged]
+    if paper_only:
+        columns += [(k[1], k[2]) for k in paper if k[0] == "9" and (k[1], k[2]) not in columns]
+    if not columns:
+        return None
+    table = Table("Table 9: explanation quality, mean score 1-5 (judge on a fixed sample of wrong solutions)",
+                  ["Raters", "Criterion", "-", "-"] + [f"{m} {a}" for m, a in columns])
+    by_col = {(r.model, r.approach): r for r in judged}
+    judges = sorted({((r.config.get("judge") or {}).get("model") or {}).get("name") or "judge" for r in judged})
+    for criterion in ("correctness", "helpfulness", "mean"):
+        row = []
+        for col in columns:
+            run = by_col.get(col)
+            if run is None:
+                row.append("-")
+                continue
+            m = run.metrics
+            value = (m.get("judge/correctness", math.nan) + m.get("judge/helpfulness", math.nan)) / 2 \
+                if criterion == "mean" else m.get(f"judge/{criterion}")
+            low, high = m.get(f"judge/{criterion}_ci_low"), m.get(f"judge/{criterion}_ci_high")
+            row.append(fmt(Cell(value if value is not None else math.nan, low, high), scale=1.0)
+                       + (f" (n={int(m['judge/n'])})" if criterion == "mean" else ""))
+        if judged:
+            table.rows.append([f"ours: {', '.join(judges)}", criterion, "", ""] + row)
+    for rater in ("GPT-4", "Developers"):
+        values = [paper.get(("9", m, a, DEFAULT_DATA, "Expl.+Refine", "MBPP&HumanEval", f"explanation_score/{rater}"))
+                  for m, a in columns]
+        if any(v is not None for v in values):
+            table.rows.append([f"paper: {rater}", "mean", "", ""] + [fmt_paper(v, scale=1.0) for v in values])
+    table.notes.append("paper: GPT-3.5-Turbo is the teacher column (its explanations judged the same way)")
+    return table
+
+
+# ----------------------------------------------------------------------------------------- plots
+MODE_STYLES = {"initial": ":", "refine": "-", "explain_refine": "--"}
+
+
+def _plot_grid(runs: list[Run], path: Path, title: str, xlabel: str, ylabel: str,
+               lines: Callable[[Run, str], list[tuple[str, str, list[float], list[float]]]]) -> Path | None:
+    """One panel per benchmark; lines(run, benchmark) -> [(label, style key, xs, ys)]. A colour per
+    run, a line style per strategy. None (and no file) when there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = {b: [(run, line) for run in runs for line in lines(run, b)] for b in BENCHMARKS}
+    panels = {b: v for b, v in panels.items() if v}
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    colours = {run.path: f"C{i % 10}" for i, run in enumerate(runs)}
+    for ax, (benchmark, items) in zip(axes[0], panels.items()):
+        for run, (label, style, xs, ys) in items:
+            ax.plot(xs, ys, marker="o", markersize=3, color=colours[run.path], linestyle=MODE_STYLES[style],
+                    label=f"{run.label}: {label}")
+        ax.set_title(benchmark)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_iterative(runs: list[Run], path: Path) -> Path | None:
+    """pass@1 against refinement round (0 = initial code), per run and mode (the paper's Fig. 4)."""
+
+    def lines(run: Run, benchmark: str):
+        out = []
+        for mode in ("refine", "explain_refine"):
+            chains = run.chains(benchmark, mode)
+            if not chains:
+                continue
+            rounds = max(int(run.config.get("rounds") or 1),
+                         max((r for c in chains for r in c if r is not None), default=0))
+            ys = [pass_values(chains, 1, r) for r in range(rounds + 1)]
+            if all(y is not None for y in ys):
+                out.append((mode, mode, list(range(rounds + 1)), [100 * float(y.mean()) for y in ys]))
+        return out
+
+    return _plot_grid(runs, path, "Iterative self-refinement", "refinement round (0 = initial code)",
+                      "pass@1 (%)", lines)
+
+
+def cost_curves(run: Run, benchmark: str, mode: str) -> dict[str, tuple[list[float], list[float]]] | None:
+    """Generated tokens per task (x) against pass@k (y), k = 1..n, for two ways to spend tokens:
+    "initial": k independent samples (k x the mean tokens of one sample);
+    "<mode> r": k sample chains, each the initial sample plus up to r refinement rounds (k x the
+    mean tokens of a chain, counting the rounds a chain never needed as zero).
+    From the per-task chains and the token metrics of the benchmark's dataset."""
+    chains = run.chains(benchmark, mode)
+    source = run.source(benchmark)
+    if not chains or source is None:
+        return None
+    key, m = source[0], run.metrics
+    n_init = m.get(f"eval/{key}/init/n_samples") or 0
+    if not n_init:
+        return None
+    per_sample = m[f"eval/{key}/init/tokens"] / n_init
+    n = min(len(c) for c in chains)
+    ks = list(range(1, n + 1))
+    curves = {"initial": ([k * per_sample for k in ks],
+                          [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in solved_counts(chains, 0)])) for k in ks])}
+    chain_tokens = per_sample
+    rnd = 1
+    while f"eval/{key}/{mode}/round{rnd}/tokens" in m:
+        chain_tokens += m[f"eval/{key}/{mode}/round{rnd}/tokens"] / n_init
+        counts = solved_counts(chains, rnd)
+        curves[f"{mode} r{rnd}"] = ([k * chain_tokens for k in ks],
+                                    [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in counts])) for k in ks])
+        rnd += 1
+    return curves
+
+
+def plot_cost(runs: list[Run], path: Path) -> Path | None:
+    """The cost-aware view: pass@k against generated tokens per task, initial sampling vs refinement."""
+
+    def lines(run: Run, benchmark: str):
+        out, seen_initial = [], False
+        for mode in ("refine", "explain_refine"):
+            for name, (xs, ys) in (cost_curves(run, benchmark, mode) or {}).items():
+                if name == "initial":
+                    if seen_initial:
+                        continue  # the same initial curve once per run
+                    seen_initial = True
+                out.append((name, "initial" if name == "initial" else mode, xs, ys))
+        return out
+
+    return _plot_grid(runs, path, "Cost-aware pass@k: k samples vs k samples each refined",
+                      "generated tokens per task", "pass@k (%)", lines)
+
+
+# ----------------------------------------------------------------------------------------- main
+def build_report(runs: list[Run], *, ks: Sequence[int] = (1, 10), n_boot: int = 1000, seed: int = 0,
+                 paper_only: bool = False, paper: dict | None = None) -> list[Table]:
+    paper = load_paper() if paper is None else paper
+    ks = [k for k in ks if any(pass_cell(r, [b], "Init.", k, 0, seed) for r in runs for b in BENCHMARKS)] or list(ks)[:1]
+    tables = [table2(runs, paper, ks, n_boot, seed, paper_only), table3(runs, paper, ks, n_boot, seed, paper_only),
+              table4(runs, paper, n_boot, seed, paper_only)]
+    t9 = table9(runs, paper, paper_only)
+    return tables + ([t9] if t9 else [])
+
+
+def provenance(runs: list[Run]) -> str:
+    return "\n".join(["### Provenance", ""] + [f"- {run.provenance()}" for run in runs])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m selfdebug.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run dirs (searched recursively for metrics.json) or metrics.json files")
+    parser.add_argument("--out", help="also write report.md, report.tex and the PNG plots into this dir")
+    parser.add_argument("--latex", action="store_true", help="print LaTeX instead of markdown")
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 10], help="pass@k columns (default 1 10)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0 = none)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--paper-rows", action="store_true", help="also print paper rows we have no run for")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.runs)
+    except ReportError as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    tables = build_report(runs, ks=args.k, n_boot=args.bootstrap, seed=args.seed, paper_only=args.paper_rows)
+    markdown = "\n\n".join([t.markdown() for t in tables] + [provenance(runs)]) + "\n"
+    latex = "\n\n".join(t.latex() for t in tables) + "\n"
+    print(latex if args.latex else markdown, end="")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(markdown)
+        (out / "report.tex").write_text(latex)
+        written = [out / "report.md", out / "report.tex"]
+        written += [p for p in (plot_iterative(runs, out / "iterative_refinement.png"),
+                                plot_cost(runs, out / "cost_pass_at_k.png")) if p]
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
