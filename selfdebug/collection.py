@@ -347,6 +347,17 @@ def write_datasets(run_dir: Path, records: dict[str, list[dict]], stats: dict[st
     return paths
 
 
+def dataset_metrics(records: dict[str, list[dict]], stats: dict[str, dict]) -> dict[str, float]:
+    """collect.py's metrics about its data (metrics.json, the W&B run summary; dashboards read these
+    names): collect/<sft|rl|dpo>/records, and per collect.dataset key the Table 1 statistics
+    collect/<dataset>/<stat> (TABLE1_COLUMNS + samples, engine_errors; rate is a fraction). collect()
+    adds collect/time/<initial|teacher|total>_s and collect/throughput/<stage>/<problems|tokens|programs>_per_s."""
+    metrics: dict[str, float] = {f"collect/{name}/records": len(rows) for name, rows in records.items()}
+    for key, s in stats.items():
+        metrics.update({f"collect/{key}/{k}": v for k, v in s.items()})
+    return metrics
+
+
 # ----------------------------------------------------------------------------- shards
 def _shard_settings(run_dir: Path) -> tuple[dict, str]:
     """(what must agree between shards, the shard spec) from a shard run's resolved config.yaml."""
@@ -430,9 +441,7 @@ def collect(cfg: RunConfig, datasets: dict[str, Dataset], *, generator=None, tea
     print(table1(stats))
     for name, path in paths.items():
         print(f"{name}: {len(records[name])} records -> {path}")
-    metrics: dict[str, float] = {f"collect/{name}/records": len(rows) for name, rows in records.items()}
-    for key, s in stats.items():
-        metrics.update({f"collect/{key}/{k}": v for k, v in s.items()})
+    metrics = dataset_metrics(records, stats)
     for stage in ("initial", "teacher"):
         elapsed = timing.get(f"{stage}/time_s", 0.0)
         if elapsed:

@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("sft", "dpo", "ppo")
 FINAL_DIR, CHECKPOINT_DIR = "final", "checkpoints"
 
+# What tracker_callback logs per logging step of SFT / DPO (the tracker's history, x = optimizer step;
+# W&B dashboards read these names, see selfdebug/dashboard.py): train/<key> for every number of the
+# trainer's log line (TRL: loss, learning_rate, grad_norm, epoch, num_tokens, mean_token_accuracy; DPO
+# adds rewards/{chosen,rejected,margins,accuracies}, logps/...), train/step, and train/tokens_per_s
+# (non-padding input tokens per second since the previous log line). train() returns (metrics.json,
+# the W&B summary) train/tokens_per_s over the whole run, train/steps, train/time_s, train/first_loss, ...
+# PPO logs its own keys (training/ppo.py STEP_KEYS).
+STEP_KEYS = ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s", "train/step")
+
 
 def device() -> str:
     import torch

@@ -35,6 +35,40 @@ log = logging.getLogger(__name__)
 
 VALUE_HEAD_FILE, STATE_FILE, OPTIMIZER_FILE = "value_head.pt", "ppo_state.json", "optimizer.pt"
 
+# What run_step logs per PPO step (the tracker's history, x = step; W&B dashboards read these names,
+# see selfdebug/dashboard.py). Every step with at least one scored rollout has all of STEP_KEYS and
+# reward/<term>/mean|std (+ a W&B histogram reward/<term>/hist) for each term of REWARD_TERMS that has
+# values: explanation and s_ex only with reward.explanation and some explain_refine rollout.
+REWARD_TERMS = ("total", "code", "explanation", "s_cb", "s_ut", "s_ex")  # total = R(r) + R(e)
+STEP_KEYS = (
+    "ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac", "ppo/entropy", "ppo/grad_norm",  # means over minibatches
+    "ppo/kl", "ppo/kl_coef", "ppo/explained_variance", "ppo/response_tokens",
+    "ppo/pass_rate", "ppo/rollouts", "ppo/dropped_engine_errors",
+    "time/generate_s", "time/execute_s", "time/reward_s", "time/update_s",
+)
+
+
+def reward_terms(parts) -> dict[str, list[float]]:
+    """Per reward term (REWARD_TERMS), its values over the step's rollouts (RewardParts)."""
+    terms = {"total": [q.code_reward + (q.explanation_reward or 0.0) for q in parts],
+             "code": [q.code_reward for q in parts],
+             "explanation": [q.explanation_reward for q in parts if q.explanation_reward is not None],
+             "s_cb": [q.s_cb for q in parts], "s_ut": [q.s_ut for q in parts],
+             "s_ex": [q.s_ex for q in parts if q.s_ex is not None]}
+    return {name: terms[name] for name in REWARD_TERMS}
+
+
+def reward_metrics(terms: dict[str, list[float]]) -> dict[str, float]:
+    """reward/<term>/mean and /std (population std) of each term that has values."""
+    import numpy as np
+
+    out = {}
+    for name, values in terms.items():
+        if values:
+            out[f"reward/{name}/mean"] = float(np.mean(values))
+            out[f"reward/{name}/std"] = float(np.std(values))
+    return out
+
 
 @dataclass
 class Prompt:
@@ -47,11 +81,15 @@ class Prompt:
     reference_explanations: list[str]
 
 
-def load_prompts(path: Path) -> list[Prompt]:
+def load_prompts(path: Path, datasets: list[str] | None = None) -> list[Prompt]:
+    """The RL prompts of rl.jsonl; `datasets`: only rows collected from these collect.dataset keys."""
     from selfdebug.training.data import read_rows
 
-    prompts = []
+    prompts, seen = [], set()
     for row in read_rows(path, ("task_id", "sample_id", "prompts", "reference_codes", "reference_explanations", "tests")):
+        seen.add(row.get("dataset", ""))
+        if datasets is not None and row.get("dataset", "") not in datasets:
+            continue
         tests = row["tests"]
         if not tests:
             raise DataError(f"{path}: {row['task_id']} has no JSON tests; PPO needs assert or stdio suites")
@@ -60,6 +98,9 @@ def load_prompts(path: Path) -> list[Prompt]:
         problem = Problem(task_id=key, dataset=row.get("dataset", ""), prompt="", entry_point=tests["entry_point"],
                           starter_code="", canonical_solution="", test_examples=(), base=suite)
         prompts.append(Prompt(key, problem, row["prompts"], row["reference_codes"], row["reference_explanations"]))
+    if not prompts and datasets is not None and seen:
+        raise DataError(f"{path}: no RL prompts from train.ppo.datasets={datasets}; its rows come from "
+                        f"{sorted(seen)}: set train.ppo.datasets to some of those (null = all)")
     if not prompts:
         raise DataError(f"{path}: no RL prompts (no wrong solution was refined); collect more data")
     return prompts
@@ -108,7 +149,7 @@ class PPOTrainer:
 
         self.cfg, self.p, self.tracker = cfg, cfg.train.ppo, tracker
         self.run_dir = Path(cfg.output_dir)
-        self.prompts = load_prompts(data_file(cfg.train.data, "rl"))
+        self.prompts = load_prompts(data_file(cfg.train.data, "rl"), self.p.datasets)
         model, self.tokenizer = load_policy(cfg)
         self.device = torch.device(device())
         if cfg.train.lora.enabled:
@@ -407,14 +448,8 @@ class PPOTrainer:
         metrics.update(self.update(attempts, scores))
         self.sync_rollout_weights()
         t_update = time.monotonic() - t2
-        terms = {"code": [q.code_reward for q in parts], "s_cb": [q.s_cb for q in parts], "s_ut": [q.s_ut for q in parts],
-                 "explanation": [q.explanation_reward for q in parts if q.explanation_reward is not None],
-                 "s_ex": [q.s_ex for q in parts if q.s_ex is not None],
-                 "total": [q.code_reward + (q.explanation_reward or 0.0) for q in parts]}
-        for name, values in terms.items():
-            if values:
-                metrics[f"reward/{name}/mean"] = float(np.mean(values))
-                metrics[f"reward/{name}/std"] = float(np.std(values))
+        terms = reward_terms(parts)
+        metrics.update(reward_metrics(terms))
         metrics.update({"ppo/pass_rate": float(np.mean([q.passed for q in parts])),
                         "time/generate_s": t_generate, "time/execute_s": max(0.0, t_rollout - t_generate),
                         "time/reward_s": t_reward, "time/update_s": t_update,
