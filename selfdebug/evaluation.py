@@ -86,8 +86,7 @@ def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | N
                                   rows_per_call=cfg.backend.batch_size)
                 run.retry_engine_errors()
                 run.initial(cfg.sampling.n, init_params, cfg.sampling.seed, few_shot)
-                for mode in cfg.modes:
-                    run.refine(mode, cfg.rounds, refine_params, cfg.refine_sampling.seed, demos)
+                run.refine(cfg.modes, cfg.rounds, refine_params, cfg.refine_sampling.seed, demos)
                 results[key] = list(run.attempts.values())
             if judging is not None:  # the explanations come from the evaluated model: before it is closed
                 judging.explain(results, generator, executor, demos)
@@ -156,11 +155,13 @@ class _DatasetRun:
         self.n = n
         self._run(requests, params, seed, "initial", rows_per_task=n)
 
-    def refine(self, mode: str, rounds: int, params, seed: int, demos=()) -> None:
+    def refine(self, modes, rounds: int, params, seed: int, demos=()) -> None:
+        """Round by round, one refinement of every still-failing chain of every mode. The modes of
+        a round share generation calls: a CPU pays for each call's slowest row, not for each row."""
         for rnd in range(1, rounds + 1):
-            wrong = [a for a in self.latest(mode, rnd - 1) if not a.passed and not a.engine_error]
-            requests = [refine_request(self.problems[a.task_id], a, mode, few_shot=demos) for a in wrong]
-            self._run(requests, params, seed, f"{mode} round {rnd}", rows_per_task=self.n)
+            requests = [refine_request(self.problems[a.task_id], a, mode, few_shot=demos)
+                        for mode in modes for a in self.latest(mode, rnd - 1) if not a.passed and not a.engine_error]
+            self._run(requests, params, seed, f"refine round {rnd}", rows_per_task=self.n * max(1, len(modes)))
 
     def latest(self, mode: str, rnd: int) -> list[Attempt]:
         """The newest attempt of every sample chain at round <= rnd (round 0 = initial samples)."""
