@@ -7,13 +7,20 @@ instead of passing vacuously.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from selfdebug.config import (
     CONF_DIR,
@@ -35,7 +42,17 @@ def primary_configs() -> list[Path]:
 
 
 def experiment_configs() -> list[Path]:
-    return sorted((CONF_DIR / "experiment").glob("*.yaml"))
+    """Every conf/experiment file, sub-folders included (conf/experiment/paper/*.yaml)."""
+    return sorted((CONF_DIR / "experiment").rglob("*.yaml"))
+
+
+def experiment_name(path: Path) -> str:
+    """The name `experiment=` takes: the path under conf/experiment, e.g. "paper/codellama7b_sft"."""
+    return path.relative_to(CONF_DIR / "experiment").with_suffix("").as_posix()
+
+
+def paper_rows() -> list[Path]:
+    return sorted((CONF_DIR / "experiment" / "paper").glob("*.yaml"))
 
 
 def groups_of(primary: Path) -> list[str]:
@@ -52,13 +69,39 @@ def groups_of(primary: Path) -> list[str]:
     return groups
 
 
+# `python evaluate.py ...`, `CUDA_VISIBLE_DEVICES=0 python collect.py ...`, `accelerate launch ... train.py ...`
+COMMAND = re.compile(r"(?:\bpython|\baccelerate launch\b[^\n]*?)\s+(\w+)\.py\b([^\n]*)")
+
+
+def header_commands(experiment: Path) -> list[tuple[str, list[str]]]:
+    """(entry script, its overrides) of every single-run command in the file's header comment, with
+    bash's `$i` of a shard loop read as 0 and `$(...)` arguments left out. Multirun (-m) lines are
+    not composable as one config and are skipped."""
+    lines = []
+    for line in experiment.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:])
+    text = re.sub(r"\\\n", " ", "\n".join(lines))  # backslash-continued commands
+    commands = []
+    for match in COMMAND.finditer(text):
+        args = shlex.split(match.group(2).replace("$i", "0"), comments=True)
+        args = args[:next((i for i, a in enumerate(args) if a in ("&", ";", "&&", "||", "|")), len(args))]
+        if "-m" in args or "--multirun" in args:
+            continue
+        commands.append((match.group(1), [a for a in args if "$(" not in a]))
+    return commands
+
+
 def script_of(experiment: Path) -> str:
-    """The entry script an experiment file is for, read from the command in its header comment."""
-    header = experiment.read_text()
-    match = re.search(rf"python (\w+)\.py [^\n]*experiment={re.escape(experiment.stem)}\b", header)
-    assert match, (f"{experiment}: the header must give the exact command, e.g. "
-                   f"'python evaluate.py experiment={experiment.stem}'")
-    return match.group(1)
+    """The entry script an experiment file is for, read from the first command in its header that
+    names it (`experiment=<name>`, or `+experiment@_global_=<name>` for a layered delta)."""
+    name = experiment_name(experiment)
+    for script, overrides in header_commands(experiment):
+        if any(re.fullmatch(rf"\+?experiment(@_global_)?={re.escape(name)}", o) for o in overrides):
+            return script
+    raise AssertionError(f"{experiment}: the header must give the exact command, e.g. "
+                         f"'python evaluate.py experiment={name}'")
 
 
 def test_every_primary_config_composes(tmp_path):
@@ -74,16 +117,238 @@ def test_every_primary_config_composes(tmp_path):
     assert checked == len(PRIMARY_SCHEMAS) >= 1
 
 
-def test_every_experiment_composes(tmp_path):
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory):
+    """compose + to_typed, memoized for the module (a paper row takes ~0.5 s to compose):
+    (script, overrides) -> (typed RunConfig, the resolved hydra.run.dir)."""
+    output_dir, memo = tmp_path_factory.mktemp("composed"), {}
+
+    def get(script: str, overrides: list[str]) -> tuple[RunConfig, str]:
+        key = (script, tuple(overrides))
+        if key not in memo:
+            cfg = compose(script, list(overrides), output_dir=output_dir)
+            memo[key] = (to_typed(cfg, PRIMARY_SCHEMAS[script]), str(cfg.hydra.run.dir))
+        return memo[key]
+
+    return get
+
+
+def test_every_experiment_composes(composed):
+    """Every experiment file composes with every primary config (one file serves every script), and
+    so does every command in its header (e.g. `train.py algorithm=ppo experiment=...`)."""
     checked = 0
     for path in experiment_configs():
+        name = experiment_name(path)
         assert path.read_text().startswith("# @package _global_\n"), f"{path}: must be a global delta"
-        script_of(path)  # the header names a command
-        for script, schema in PRIMARY_SCHEMAS.items():  # one experiment file serves every script
-            typed = to_typed(compose(script, [f"experiment={path.stem}"], output_dir=tmp_path), schema)
-            assert typed.experiment == path.stem
+        assert script_of(path) in PRIMARY_SCHEMAS  # the header names a command of an entry script
+        commands = header_commands(path)
+        for script, overrides in commands:
+            composed(script, overrides)
+        for script in PRIMARY_SCHEMAS:  # the scripts the header does not run with this file alone
+            if not any(s == script and f"experiment={name}" in o for s, o in commands):
+                typed, _ = composed(script, [f"experiment={name}"])
+                assert typed.experiment == name
         checked += 1
-    assert checked == len(experiment_configs()) >= 2  # quickstart, smoke, ...
+    # quickstart, smoke, node8gpu + the paper rows (recursive glob: a flat glob would miss them)
+    assert checked == len(experiment_configs()) == 3 + len(paper_rows()) and len(paper_rows()) >= 22
+
+
+# ----------------------------------------------------------------------------- the paper rows
+# Row labels exactly as LeDex's tables print them (../shared/docs/LEDEX.md), by file name part.
+PAPER_MODELS = {"codellama7b": "CodeLlama-7B", "codellama13b": "CodeLlama-13B", "starcoder15b": "StarCoder-15B"}
+PAPER_APPROACHES = {"prompt": "Prompt.", "sft": "SFT", "rl": "RL"}
+PAPER_DATA = {"": "GPT-3.5", "cl34b": "CodeLlama-34B", "self": "Self", "codegen": "Only code-gen data"}
+# The stages each approach's header runs, in order: (script, train.algorithm or None).
+PAPER_STAGES = {
+    "prompt": [("evaluate", None)],
+    "sft": [("collect", None), ("train", "sft"), ("evaluate", None)],
+    "rl": [("collect", None), ("train", "sft"), ("train", "ppo"), ("evaluate", None)],
+}
+
+
+def paper_row_parts(path: Path) -> tuple[str, str, str]:
+    """(model, approach, data) from a paper row's file name: <model>_<approach>[_<data>]."""
+    model, approach, *data = path.stem.split("_")
+    return model, approach, data[0] if data else ""
+
+
+def test_paper_rows_file_into_distinct_table_cells(composed):
+    """Every paper row carries the report labels of its table cell (model / approach / training data),
+    exactly as LEDEX.md's tables print them, and no two rows share a cell or an evaluation dir."""
+    ledex = REPO_DIR.parent / "shared" / "docs" / "LEDEX.md"
+    cells, eval_dirs = {}, {}
+    for path in paper_rows():
+        model, approach, data = paper_row_parts(path)
+        typed, run_dir = composed("evaluate", [f"experiment={experiment_name(path)}"])
+        report = (typed.report.model, typed.report.approach, typed.report.data)
+        assert report == (PAPER_MODELS[model], PAPER_APPROACHES[approach], PAPER_DATA[data]), path
+        if ledex.is_file():
+            assert f"| {typed.report.model} |" in ledex.read_text(), typed.report.model
+        assert report not in cells, f"{path.name} and {cells.get(report)} file into the same cell"
+        assert run_dir not in eval_dirs, f"{path.name} and {eval_dirs.get(run_dir)} evaluate into {run_dir}"
+        cells[report], eval_dirs[run_dir] = path.name, path.name
+    # Tables 2-4: 3 models x 3 approaches; Tables 5-8: 3 models x {SFT, RL} x {CodeLlama-34B, Self}; Table 11: 1
+    assert len(cells) == 9 + 12 + 1 == len(paper_rows())
+
+
+def test_paper_stages_chain_by_fixed_paths(composed):
+    """The commands in a paper row's header run its stages in order, each reading the previous
+    stage's output dir: collect -> SFT (train.data) -> PPO (from the SFT adapter) -> evaluate."""
+    for path in paper_rows():
+        model, approach, data = paper_row_parts(path)
+        stages = {}
+        for script, overrides in header_commands(path):
+            typed, run_dir = composed(script, overrides)
+            stage = (script, typed.train.algorithm if script == "train" else None)
+            stages[stage] = (typed, Path.cwd() / run_dir)  # absolute, like the ${hydra:runtime.cwd} paths
+        assert list(stages) == PAPER_STAGES[approach], path
+        evaluate, _ = stages["evaluate", None]
+        if approach == "prompt":  # the base model, prompted
+            assert (evaluate.model.adapter, evaluate.model.few_shot, evaluate.model.refine_few_shot) == (None, 3, 2)
+            continue
+        # trained models: zero-shot, in the chat format they were trained on
+        assert (evaluate.model.few_shot, evaluate.model.refine_few_shot) == (0, 0), path
+        collect, collect_dir = stages["collect", None]
+        sft, sft_dir = stages["train", "sft"]
+        assert collect.model.few_shot == 3 and collect.model.adapter is None  # the base model samples 3-shot
+        assert sft.model.adapter is None and Path(sft.train.data) == collect_dir
+        assert collect_dir.parts[-2] == ("gpt35" if data in ("", "codegen") else data)  # Table 11 reuses GPT-3.5 data
+        if approach == "sft":
+            assert Path(evaluate.model.adapter) == sft_dir / "final"
+        else:
+            ppo, ppo_dir = stages["train", "ppo"]
+            assert Path(ppo.model.adapter) == sft_dir / "final" and Path(ppo.train.data) == collect_dir
+            assert Path(evaluate.model.adapter) == ppo_dir / "final"
+            assert evaluate.backend.name == "hf"  # vLLM applies one adapter; PPO's sits on SFT's
+
+
+def test_paper_settings(composed):
+    """LeDex's settings (LEDEX.md §1) as the paper rows compose them."""
+    name = "paper/codellama7b_rl"
+    ev, _ = composed("evaluate", [f"experiment={name}"])
+    assert list(ev.dataset) == ["mbpp", "humaneval", "mbpp_plus", "humaneval_plus"]
+    assert all(d.split == "test" and d.limit is None and d.task_ids is None for d in ev.dataset.values())
+    assert (ev.sampling.n, ev.sampling.temperature, ev.k, ev.rounds) == (100, 0.8, [1, 10], 1)
+    assert (ev.refine_sampling.n, ev.modes) == (1, ["refine", "explain_refine"])
+    assert (ev.backend.name, ev.model.source, ev.model.chat_format) == ("vllm", "codellama/CodeLlama-7b-hf", "starchat")
+
+    col, _ = composed("collect", [f"experiment={name}"])
+    assert {k: (d.name, d.split) for k, d in col.collect.dataset.items()} == {
+        "mbpp_train": ("mbpp", "train"), "apps": ("apps", "train"), "codecontests": ("codecontests", "train")}
+    assert (col.collect.sampling.n, col.collect.sampling.temperature) == (20, 1.0)
+    assert (col.collect.teacher_sampling.n, col.collect.teacher_sampling.temperature) == (10, 0.8)
+    teacher = col.collect.teacher
+    assert (teacher.model.source, teacher.backend.name, teacher.few_shot) == ("gpt-3.5-turbo", "openai", 0)
+
+    sft, _ = composed("train", ["algorithm=sft", f"experiment={name}"])
+    t = sft.train
+    assert (t.epochs, t.batch_size, t.lr, t.warmup_steps, t.scheduler) == (2.0, 128, 2e-5, 500, "cosine")
+    assert t.kinds == ["codegen", "refine", "explain_refine"]
+    ppo, _ = composed("train", ["algorithm=ppo", f"experiment={name}"])
+    assert (ppo.train.lr, ppo.train.ppo.prompts_per_step, ppo.train.ppo.gamma) == (2e-6, 64, 0.99)
+    assert ppo.train.ppo.datasets == ["mbpp_train", "apps"] and ppo.reward.name == "ledex"
+    # PPO's vLLM rollout engine shares its GPU with the policy being trained
+    assert ppo.backend.gpu_memory_utilization < 0.5 < ev.backend.gpu_memory_utilization
+
+    # the teacher ablations and Table 11
+    cl34b, _ = composed("collect", ["experiment=paper/codellama7b_sft_cl34b"])
+    t = cl34b.collect.teacher
+    assert (t.model.source, t.backend.name, t.few_shot) == ("codellama/CodeLlama-34b-hf", "vllm", 2)
+    own, _ = composed("collect", ["experiment=paper/codellama7b_sft_self"])
+    assert (own.collect.teacher.model, own.collect.teacher.backend, own.collect.teacher.few_shot) == (None, None, 2)
+    codegen, _ = composed("train", ["algorithm=sft", "experiment=paper/codellama7b_sft_codegen"])
+    assert codegen.train.kinds == ["codegen"]
+
+
+def test_node8gpu_fills_the_paper_batch_on_8_gpus(composed):
+    """node8gpu layered over a paper row: the row's run dirs and labels, the node's parallelism, and
+    micro batch x 8 GPUs x gradient accumulation = the paper's batch 128 (selfdebug.training.trainer_args)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = CONF_DIR / "experiment" / "node8gpu.yaml"
+    commands = header_commands(path)
+    assert {script for script, _ in commands} == {"collect", "train", "evaluate"}
+    launch = re.search(r"accelerate launch --config_file (\S+) --num_processes (\d+) train\.py", path.read_text())
+    gpus = int(launch.group(2))
+    assert gpus == load_config_from_file(str(REPO_DIR / launch.group(1))).num_processes == 8
+
+    layered = ["experiment=paper/codellama13b_sft", "+experiment@_global_=node8gpu"]
+    sft, run_dir = composed("train", ["algorithm=sft", *layered])
+    row, row_dir = composed("train", ["algorithm=sft", "experiment=paper/codellama13b_sft"])
+    assert (run_dir, sft.experiment, sft.report) == (row_dir, row.experiment, row.report)  # still the row's
+    accumulation = math.ceil(sft.train.batch_size / (sft.train.micro_batch_size * gpus))
+    assert sft.train.micro_batch_size * gpus * accumulation == sft.train.batch_size == 128
+
+    evaluate, _ = composed("evaluate", layered)
+    assert (evaluate.backend.name, evaluate.backend.tensor_parallel_size) == ("vllm", gpus)
+    collect, _ = composed("collect", layered)
+    assert collect.backend.tensor_parallel_size == 1  # one GPU per shard
+    ppo, _ = composed("train", ["algorithm=ppo", "experiment=paper/codellama13b_rl", "+experiment@_global_=node8gpu"])
+    assert ppo.backend.tensor_parallel_size == 1 and ppo.backend.gpu_memory_utilization < 0.5  # beside the policy
+    assert evaluate.backend.gpu_memory_utilization == 0.9
+
+
+# ----------------------------------------------------------------------------- SLURM (submitit)
+def test_slurm_launcher_config_builds_the_sbatch_script(tmp_path, monkeypatch):
+    """hydra/launcher=slurm composes into the submitit SLURM launcher with the placeholders overridable
+    from the command line, and submitit turns those values into the expected #SBATCH lines."""
+    import submitit
+    from hydra.utils import get_class
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    cfg = compose("evaluate", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
+                               "experiment=paper/codellama7b_prompt"], output_dir=tmp_path)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert get_class(launcher.pop("_target_")).__name__ == "SlurmLauncher"
+    assert (launcher["partition"], launcher["timeout_min"]) == ("gpu", 90)  # command-line values
+    assert (launcher["gpus_per_node"], launcher["tasks_per_node"], launcher["nodes"], launcher["max_num_timeout"]) == (1, 1, 1, 3)
+    assert launcher["account"] is None  # placeholder
+    assert launcher["submitit_folder"] == "outputs/paper/.submitit/%j"  # under the paper rows' sweep dir
+    assert (cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir) == ("outputs/paper", "codellama-7b/evaluate_prompt")
+
+    # What the launcher does with them (hydra_submitit_launcher's BaseSubmititLauncher.launch), up to
+    # the sbatch script; a fake `srun` satisfies submitit's check that it runs on a SLURM cluster.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    folder = launcher.pop("submitit_folder")
+    executor = submitit.AutoExecutor(cluster="slurm", folder=str(tmp_path / folder),
+                                     slurm_max_num_timeout=launcher.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})
+    sbatch = executor._executor._make_submission_file_text("python evaluate.py", "uid")
+    for line in ("--partition=gpu", "--time=90", "--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1",
+                 "--cpus-per-task=16", "--mem=128GB", "--job-name=evaluate"):
+        assert f"#SBATCH {line}\n" in sbatch, line
+    assert "--account" not in sbatch
+
+
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    """The same launcher path for real, without a cluster: `-m hydra/launcher=submitit_local` runs each
+    job of the sweep as a subprocess (here: scoring a samples file, no model)."""
+    from selfdebug.data import load_dataset
+
+    hep = SHARED_DATA / "HumanEvalPlus-v0.1.10.jsonl.gz"
+    if not hep.is_file():
+        pytest.skip(f"{hep} not present")
+    (problem,) = load_dataset("humaneval_plus", path=hep, task_ids=["HumanEval/0"]).problems
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": problem.task_id, "completion": problem.canonical_solution}) + "\n"
+                       + json.dumps({"task_id": problem.task_id, "solution": problem.prompt + "    return None\n"}) + "\n")
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", "-m", "hydra/launcher=submitit_local", f"samples={samples}",
+         f"dataset.humaneval_plus.path={hep}", "dataset.humaneval_plus.task_ids=[HumanEval/0]", "k=[1]",
+         "execution.workers=1", "tracking=none", "seed=0,1", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"],
+        cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Submitit 'local' sweep" in proc.stdout + proc.stderr
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["eval/humaneval_plus/samples/pass@1"] == 0.5, metrics  # one of the two samples passes
+        assert metrics["meta"]["seed"] == int(job)
+    assert any((sweep / ".submitit").rglob("*_result.pkl"))  # submitit ran them, not the basic launcher
 
 
 def test_every_option_of_every_group_composes(tmp_path):
@@ -100,9 +365,11 @@ def test_every_option_of_every_group_composes(tmp_path):
                     # The package header must key the entry by the file's own name.
                     assert list(typed.dataset) == [option.stem], option
                 checked.add(option)
-    # conf/accelerate and conf/sweeps hold `accelerate launch` and W&B sweep configs, not Hydra options.
-    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in ("experiment", "base", "accelerate", "sweeps")
-                   for p in d.glob("*.yaml")}
+    # conf/accelerate and conf/sweeps hold `accelerate launch` and W&B sweep configs, not Hydra options;
+    # conf/paper holds the paper rows' shared parts (composed by the experiment tests below), conf/hydra
+    # Hydra's own groups (hydra/launcher: tested below).
+    skip = ("experiment", "base", "accelerate", "sweeps", "paper", "hydra")
+    all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in skip for p in d.glob("*.yaml")}
     assert checked == all_options, f"options no primary config selects: {all_options - checked}"
     assert len(checked) >= 20  # 6 models, 7 datasets, 3 backends, 2 execution, 2 tracking
 
