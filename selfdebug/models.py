@@ -360,6 +360,30 @@ def merge_adapters(model, adapter_dir: str | Path):
     return model
 
 
+def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto") -> Path:
+    """A full model folder of base + the adapter chain of `adapter_dir`, for engines that apply one
+    LoRA at most (vLLM: PPO's adapter sits on the SFT adapter). Written once to
+    `<adapter_dir>/merged_model` (atomically: a killed merge leaves no half folder) and reused."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfdebug.generation.hf import load_dtype
+
+    out = Path(adapter_dir) / "merged_model"
+    if (out / "config.json").is_file():
+        return out
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = merge_adapters(AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(dtype, device)), adapter_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # Sentence embedders (the LeDex explanation reward)
 

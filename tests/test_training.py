@@ -157,6 +157,26 @@ def test_dpo_trains_and_chains_on_the_sft_adapter(tmp_path, tiny_model_dir, coll
     from selfdebug.models import adapter_chain
 
     assert adapter_chain(tmp_path / "dpo" / "final") == [tmp_path / "sft" / "final", tmp_path / "dpo" / "final"]
+    # vLLM applies one LoRA: the chain is merged into a full model folder, which generates exactly
+    # what the HF backend generates through the chain
+    from selfdebug.generation import SamplingParams, build_generator, make_generator
+    from selfdebug.models import merged_model_dir
+
+    merged = merged_model_dir(tiny_model_dir, tmp_path / "dpo" / "final")
+    assert merged == tmp_path / "dpo" / "final" / "merged_model" and (merged / "config.json").is_file()
+    assert merged_model_dir(tiny_model_dir, tmp_path / "dpo" / "final") == merged  # reused, not rewritten
+    prompt = [[{"role": "user", "content": "def add(a, b):"}]]
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
+    from dataclasses import replace
+
+    chained = replace(dpo.model, adapter=str(tmp_path / "dpo" / "final"))
+    through_chain = build_generator(chained, dpo.backend).generate(prompt, greedy)[0][0].text
+    from_merged = make_generator("hf", merged).generate(prompt, greedy)[0][0].text
+    assert from_merged == through_chain
+    from safetensors.torch import load_file
+
+    base_w, merged_w = load_file(tiny_model_dir / "model.safetensors"), load_file(merged / "model.safetensors")
+    assert any(not torch.equal(base_w[k], merged_w[k]) for k in base_w if "q_proj" in k)  # the chain is in the weights
 
 
 def test_train_entry_script_and_evaluate_loads_the_result(tmp_path, tiny_model_dir, collected):

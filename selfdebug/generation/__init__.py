@@ -114,7 +114,7 @@ def build_generator(model, backend) -> Generator:
     train.py). `model`, `backend`: config.py's ModelConfig and BackendConfig (duck-typed)."""
     from dataclasses import asdict
 
-    from selfdebug.models import adapter_chain, merge_adapters, resolve_model
+    from selfdebug.models import adapter_chain, merge_adapters, merged_model_dir, resolve_model
 
     settings = {k: v for k, v in asdict(backend).items() if k != "name"}  # each backend ignores the rest
     kwargs = dict(chat_format=model.chat_format, dtype=model.dtype, **settings)
@@ -124,9 +124,8 @@ def build_generator(model, backend) -> Generator:
         return make_generator("openai", model.source, **kwargs)
     path = resolve_model(model.source)
     if model.adapter and backend.name == "vllm":
-        if len(adapter_chain(model.adapter)) > 1:
-            raise ValueError(f"model.adapter={model.adapter} was trained on top of another adapter; vLLM applies one "
-                             "LoRA: merge the chain into a full model first, or use backend=hf")
+        if len(adapter_chain(model.adapter)) > 1:  # vLLM applies one LoRA: serve the merged chain
+            return make_generator("vllm", merged_model_dir(path, model.adapter, model.dtype), **kwargs)
         generator = make_generator("vllm", path, enable_lora=True, **kwargs)
         generator.load_lora(model.adapter)
         return generator
