@@ -1,10 +1,11 @@
-# selfdebug: `make quickstart` runs the evaluator end to end on CPU; `make test` runs the test suite.
+# selfdebug: `make quickstart` runs the LeDex pipeline end to end on CPU (collect -> SFT -> PPO ->
+# evaluate base / SFT / RL -> report); `make test` runs the test suite.
 # Both create the virtual environment and install the sandbox on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test test-slow bench sandbox venv clean
+.PHONY: quickstart report test test-slow bench sandbox venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,8 +23,22 @@ sandbox:
 	  elif command -v sudo >/dev/null 2>&1; then sudo -n apt-get install -y -qq bubblewrap || true; fi; }
 	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap is not installed: programs will run unisolated"
 
+# Each stage writes outputs/quickstart/<stage> and reads the previous one there; a rerun resumes or
+# reuses what a stage already wrote (conf/experiment/quickstart.yaml).
 quickstart: sandbox venv
-	$(BIN)/python evaluate.py experiment=quickstart
+	$(BIN)/python collect.py experiment=quickstart
+	$(BIN)/python train.py experiment=quickstart algorithm=sft
+	$(BIN)/python train.py experiment=quickstart algorithm=ppo
+	$(BIN)/python evaluate.py experiment=quickstart vars.evaluate=base
+	$(BIN)/python evaluate.py experiment=quickstart vars.evaluate=sft
+	$(BIN)/python evaluate.py experiment=quickstart vars.evaluate=rl
+	$(BIN)/python -m selfdebug.report outputs/quickstart --out outputs/quickstart/report
+
+# The paper's tables from any run dirs: make report RUNS="outputs/paper/codellama-7b" OUT=reports/cl7b
+RUNS ?= outputs
+OUT ?= outputs/report
+report: venv
+	$(BIN)/python -m selfdebug.report $(RUNS) --out $(OUT)
 
 test: sandbox venv
 	$(BIN)/python -m pytest -q

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,20 @@ class JsonlLog:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def read_jsonl(path: str | Path, error: type[Exception], fix: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSONL file a user pointed us at.
+    A line that is not JSON raises `error` naming the file, the line and `fix` (what to do about it).
+    For our own append-only logs use JsonlLog, which also repairs a torn last line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}, line {lineno}: not JSON ({exc.msg}); {fix}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from selfdebug import metrics as M
-from selfdebug.artifacts import JsonlLog
+from selfdebug.artifacts import JsonlLog, read_jsonl
 from selfdebug.config import RunConfig
 from selfdebug.data import DataError, Dataset, few_shot_examples, load_datasets, mbpp_path
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
@@ -301,20 +301,13 @@ def read_samples(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise SamplesError(f"samples file not found: {path} (pass samples=PATH to an EvalPlus .jsonl)")
     samples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SamplesError(f"{path}, line {lineno}: not JSON ({exc.msg}); each line must be one JSON object") from exc
-            if not isinstance(sample, dict) or not isinstance(sample.get("task_id"), str):
-                raise SamplesError(f"{path}, line {lineno}: needs a string `task_id`")
-            code = sample.get("solution", sample.get("completion"))
-            if not isinstance(code, str):
-                raise SamplesError(f"{path}, line {lineno}: needs a string `solution` or `completion`")
-            samples.append(sample)
+    for lineno, sample in read_jsonl(path, SamplesError, "each line must be one JSON object"):
+        if not isinstance(sample, dict) or not isinstance(sample.get("task_id"), str):
+            raise SamplesError(f"{path}, line {lineno}: needs a string `task_id`")
+        code = sample.get("solution", sample.get("completion"))
+        if not isinstance(code, str):
+            raise SamplesError(f"{path}, line {lineno}: needs a string `solution` or `completion`")
+        samples.append(sample)
     if not samples:
         raise SamplesError(f"{path}: no samples in the file")
     return samples

@@ -18,7 +18,6 @@ The prompt, the parser and the draw are pure; `JudgeRun` is the loop evaluate() 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from selfdebug.artifacts import JsonlLog
+from selfdebug.artifacts import JsonlLog, read_jsonl
 from selfdebug.data import DataError
 from selfdebug.episode import INIT, Attempt, refine_request, sample_and_execute, stable_seed
 from selfdebug.prompts import fenced, feedback_text, task_text
@@ -166,18 +165,15 @@ def read_wrong_solutions(path: str | Path) -> list[tuple[str, Attempt]]:
         raise DataError(f"judge.wrong_solutions={path}: no such file; point it at an evaluate run's "
                         "samples.jsonl (e.g. outputs/evaluate/<prompting run>/samples.jsonl) or set it to null")
     latest: dict[tuple, tuple[str, Attempt]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                attempt = Attempt.from_record(record)
-                dataset = record["dataset"]
-            except (ValueError, TypeError, KeyError) as exc:
-                raise DataError(f"judge.wrong_solutions={path}, line {lineno}: not a record of evaluate.py's "
-                                f"samples.jsonl ({type(exc).__name__}: {exc}); point it at such a file") from None
-            latest[(dataset, attempt.key())] = (dataset, attempt)
+    fix = "point judge.wrong_solutions at an evaluate run's samples.jsonl"
+    for lineno, record in read_jsonl(path, DataError, fix):
+        try:
+            attempt = Attempt.from_record(record)
+            dataset = record["dataset"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"judge.wrong_solutions={path}, line {lineno}: not a record of evaluate.py's "
+                            f"samples.jsonl ({type(exc).__name__}: {exc}); point it at such a file") from None
+        latest[(dataset, attempt.key())] = (dataset, attempt)
     return list(latest.values())
 
 

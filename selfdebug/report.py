@@ -10,6 +10,7 @@ Reads ONLY `metrics.json` files (found recursively under the given paths): the f
 - Table 3: the task-count-weighted "overall" columns, with deltas (SFT vs Prompt., RL vs SFT).
 - Table 4: the success refinement rate averaged over the benchmarks.
 - Table 9: explanation quality scored by a judge (evaluate.py judge=...).
+- Table 10: greedy self-refinement success rate of base models (Prompt. runs at temperature 0).
 - Provenance of every row: run dir, model, adapter, dataset version + hash, seed, sampling, git SHA.
 
 With --out it also writes `report.md`, `report.tex` and two PNG plots: iterative refinement
@@ -93,6 +94,9 @@ class Run:
 
     @property
     def data(self) -> str:
+        """The training-data label; a prompting run trained on nothing, so it has none."""
+        if self.approach == "Prompt.":
+            return DEFAULT_DATA
         return (self.config.get("report") or {}).get("data") or DEFAULT_DATA
 
     @property
@@ -461,6 +465,35 @@ def table4(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: boo
     return table
 
 
+def table10(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bool) -> Table | None:
+    """Table 10 layout: self-refinement success rate of base models under greedy decoding, per
+    benchmark (Prompt. runs with sampling.temperature 0)."""
+    columns = [(b, stage) for b in ("MBPP", "HumanEval") for stage in ("Refine", "Expl.+Refine")]
+    greedy = [r for r in runs if r.approach == "Prompt." and (r.config.get("sampling") or {}).get("temperature") == 0]
+    models = [r.model for r in greedy]
+    if paper_only:
+        models += sorted({k[1] for k in paper if k[0] == "10"} - set(models))
+    if not models:
+        return None
+    table = Table("Table 10: self-refinement success rate of base models, greedy decoding",
+                  ["Model", "Source", "-", "-"] + [f"{b} {s}" for b, s in columns])
+    by_model = {r.model: r for r in greedy}
+    for model in models:
+        run = by_model.get(model)
+        if run is not None:
+            cells = []
+            for b, stage in columns:
+                chains = run.chains(b, STAGES[stage][0])
+                rows = refine_rows(chains, 1) if chains else None
+                ok = rows is not None and len(rows) and rows[:, 0].sum() > 0
+                cells.append(fmt(estimate([rows], _mean_of_rates, n_boot, seed)) if ok else "-")
+            table.rows.append([model, f"ours [{run.index}]", "", ""] + cells)
+        values = [paper.get(("10", model, "Prompt.", "none", s, b, "refine_rate_greedy")) for b, s in columns]
+        if any(v is not None for v in values):
+            table.rows.append([model, "paper", "", ""] + [fmt_paper(v) for v in values])
+    return table
+
+
 def table9(runs: list[Run], paper: dict, paper_only: bool) -> Table | None:
     """Table 9 layout: mean 1-5 explanation scores per model and approach, from evaluate.py judge=..."""
     judged = [r for r in runs if r.metrics.get("judge/n")]
@@ -607,8 +640,8 @@ def build_report(runs: list[Run], *, ks: Sequence[int] = (1, 10), n_boot: int = 
     ks = [k for k in ks if any(pass_cell(r, [b], "Init.", k, 0, seed) for r in runs for b in BENCHMARKS)] or list(ks)[:1]
     tables = [table2(runs, paper, ks, n_boot, seed, paper_only), table3(runs, paper, ks, n_boot, seed, paper_only),
               table4(runs, paper, n_boot, seed, paper_only)]
-    t9 = table9(runs, paper, paper_only)
-    return tables + ([t9] if t9 else [])
+    extra = [table9(runs, paper, paper_only), table10(runs, paper, n_boot, seed, paper_only)]
+    return tables + [t for t in extra if t is not None]
 
 
 def provenance(runs: list[Run]) -> str:

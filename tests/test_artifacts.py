@@ -120,3 +120,17 @@ def test_sigkilled_writer_loses_nothing_before_the_last_record(tmp_path):
     assert len(records) >= 50
     assert [r["i"] for r in records] == list(range(len(records)))  # a gapless prefix
     assert path.read_bytes().endswith(b"\n")  # only whole lines remain
+
+
+def test_read_jsonl_names_the_file_the_line_and_the_fix(tmp_path):
+    from selfdebug.artifacts import read_jsonl
+
+    class BadInput(ValueError):
+        pass
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"a": 1}\n\n[2]\n{"a": \n')
+    rows = read_jsonl(path, BadInput, "regenerate it")
+    assert next(rows) == (1, {"a": 1}) and next(rows) == (3, [2])  # blank lines are skipped
+    with pytest.raises(BadInput, match=r"in\.jsonl, line 4: not JSON .*; regenerate it"):
+        next(rows)

@@ -133,3 +133,24 @@ def test_errors_name_the_fix(tmp_path):
 def test_latex_escape():
     assert report._latex_escape("M&H 50% a_b {x}") == "M\\&H 50\\% a\\_b \\{x\\}"
     assert not math.isnan(report.load_paper()[("4", "StarCoder-15B", "SFT", "GPT-3.5", "Refine", "average", "refine_rate")])
+
+
+def test_table10_greedy_base_models(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(REPO / GOLDEN / "prompt", tmp_path / "greedy")
+    path = tmp_path / "greedy" / "metrics.json"
+    data = json.loads(path.read_text())
+    data["meta"]["config"]["sampling"]["temperature"] = 0
+    path.write_text(json.dumps(data))
+    [run] = report.load_runs([tmp_path])
+    paper = report.load_paper()
+    table = report.table10([run], paper, 0, 0, paper_only=True)
+    [ours] = [r for r in table.rows if r[1].startswith("ours")]
+    # refine: MBPP [0, None], [0, 0] -> 0 of 1 fixed; HumanEval (base) [0, 0], [None, 1] -> 1 of 2
+    assert ours[4:] == ["0.00", "100.00", "50.00", "50.00"]
+    [cl7] = [r for r in table.rows if r[0] == "CodeLlama-7B"]
+    assert cl7[4:] == ["7.42", "6.71", "5.32", "8.52"]  # the paper's Table 10 row
+    assert report.table10([run.__class__(run.path, run.metrics, run.per_task, {"config": {}})], paper, 0, 0,
+                          paper_only=False) is None  # not greedy: no Table 10

@@ -3,11 +3,11 @@ it at inference (`selfdebug.chat`): one rendering for sampling, SFT, DPO and PPO
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from selfdebug.artifacts import read_jsonl
 from selfdebug.chat import needs_special_tokens, render_chat, render_with_answer
 from selfdebug.data import DataError
 
@@ -30,18 +30,11 @@ def data_file(data: str | None, name: str) -> Path:
 
 def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {lineno}: not JSON ({exc.msg}); rerun collect.py to rebuild it") from None
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise DataError(f"{path}, line {lineno}: missing {missing}; is this a collect.py output?")
-            rows.append(row)
+    for lineno, row in read_jsonl(path, DataError, "rerun collect.py to rebuild it"):
+        missing = [k for k in required if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise DataError(f"{path}, line {lineno}: missing {missing}; is this a collect.py output?")
+        rows.append(row)
     return rows
 
 
