@@ -194,3 +194,21 @@ def test_load_dtype_auto_is_fp32_on_cpu():
     assert load_dtype("bfloat16", "cpu") is torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
         load_dtype("fp8", "cpu")
+
+
+def test_int8_quantized_sampling_on_cpu(tiny_model_dir):
+    """backend.quantize=int8: every linear layer becomes a dynamic int8 one, and it samples."""
+    import torch
+
+    from selfdebug.generation import SamplingParams, make_generator
+
+    plain = make_generator("hf", tiny_model_dir, batch_size=2)
+    quant = make_generator("hf", tiny_model_dir, batch_size=2, quantize="int8")
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in plain.model.modules())
+    qlinear = torch.ao.nn.quantized.dynamic.Linear
+    assert n_linear > 0 and sum(isinstance(m, qlinear) for m in quant.model.modules()) == n_linear
+    [[completion]] = quant.generate([[{"role": "user", "content": "def add(a, b):"}]],
+                                    SamplingParams(n=1, temperature=0.0, max_new_tokens=6))
+    assert completion.n_tokens > 0
+    with pytest.raises(ValueError, match="expected null or one of"):
+        make_generator("hf", tiny_model_dir, quantize="int4")

@@ -88,7 +88,7 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
     if backend_name == "hf":
         from selfdebug.generation.hf import HFGenerator
 
-        return HFGenerator(model_path, **_for_backend(kwargs, {"chat_format", "dtype", "batch_size"}))
+        return HFGenerator(model_path, **_for_backend(kwargs, {"chat_format", "dtype", "batch_size", "quantize"}))
     if backend_name == "vllm":
         from selfdebug.generation.vllm import VLLMGenerator
 

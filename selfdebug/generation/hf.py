@@ -34,6 +34,28 @@ def load_dtype(dtype: str, device: str | torch.device) -> torch.dtype | str:
     return DTYPES[dtype]
 
 
+QUANTIZE_OPTIONS = ("int8",)
+
+
+def quantize_for_cpu(model: Any, quantize: str, device: torch.device) -> Any:
+    """backend.quantize=int8: every nn.Linear with int8 weights (per output channel) and int8
+    activations quantized on the fly (torch's dynamic quantization, fbgemm kernels). Decoding on a
+    CPU is bound by reading the weights, so a quarter of the bytes is about 4x the speed: measured
+    0.51 -> 0.12 s per step for Qwen2.5-Coder-0.5B at 12 rows on 2 cores. Sampling only (the
+    weights are approximated; trainers never see this model), and CPU only."""
+    if quantize not in QUANTIZE_OPTIONS:
+        raise ValueError(f"backend.quantize={quantize!r}: expected null or one of {QUANTIZE_OPTIONS}")
+    if device.type != "cpu":
+        raise ValueError(f"backend.quantize={quantize} is for CPU inference; on {device.type} use model.dtype=bfloat16")
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's notice that the API moves to torchao
+        return quantize_dynamic(model.float(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
 class StopOnStrings(StoppingCriteria):
     """Marks a row done once its generated text contains any stop string.
 
@@ -64,7 +86,7 @@ class HFGenerator:
 
     def __init__(self, model_path: str | Path | None = None, *, model: Any = None, tokenizer: Any = None,
                  chat_format: str = "template", dtype: str = "auto", device: str | None = None,
-                 batch_size: int = 8, num_threads: int | None = None):
+                 batch_size: int = 8, num_threads: int | None = None, quantize: str | None = None):
         if (model_path is None) == (model is None):
             raise ValueError("HFGenerator: pass either model_path or model (+ tokenizer)")
         if model is not None and tokenizer is None:
@@ -81,7 +103,7 @@ class HFGenerator:
         if model is None:
             tokenizer = AutoTokenizer.from_pretrained(model_path)
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device)
-        self.model = model
+        self.model = quantize_for_cpu(model, quantize, self.device) if quantize else model
         self.tokenizer = tokenizer
         self.chat_format = chat_format
         self.batch_size = batch_size  # rows (prompt x sample) per generate() call
