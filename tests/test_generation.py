@@ -200,10 +200,11 @@ def test_int8_quantized_sampling_on_cpu(tiny_model_dir):
     """backend.quantize=int8: every linear layer becomes a dynamic int8 one, and it samples."""
     import torch
 
-    from selfdebug.generation import SamplingParams, make_generator
+    from selfdebug.generation import SamplingParams
+    from selfdebug.generation.hf import HFGenerator, quantize_for_cpu
 
-    plain = make_generator("hf", tiny_model_dir, batch_size=2)
-    quant = make_generator("hf", tiny_model_dir, batch_size=2, quantize="int8")
+    plain = HFGenerator(tiny_model_dir, device="cpu", batch_size=2)
+    quant = HFGenerator(tiny_model_dir, device="cpu", batch_size=2, quantize="int8")
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in plain.model.modules())
     qlinear = torch.ao.nn.quantized.dynamic.Linear
     assert n_linear > 0 and sum(isinstance(m, qlinear) for m in quant.model.modules()) == n_linear
@@ -211,4 +212,6 @@ def test_int8_quantized_sampling_on_cpu(tiny_model_dir):
                                     SamplingParams(n=1, temperature=0.0, max_new_tokens=6))
     assert completion.n_tokens > 0
     with pytest.raises(ValueError, match="expected null or one of"):
-        make_generator("hf", tiny_model_dir, quantize="int4")
+        quantize_for_cpu(plain.model, "int4", torch.device("cpu"))
+    with pytest.raises(ValueError, match="for CPU inference"):
+        quantize_for_cpu(plain.model, "int8", torch.device("cuda"))
