@@ -215,3 +215,26 @@ def test_int8_quantized_sampling_on_cpu(tiny_model_dir):
         quantize_for_cpu(plain.model, "int4", torch.device("cpu"))
     with pytest.raises(ValueError, match="for CPU inference"):
         quantize_for_cpu(plain.model, "int8", torch.device("cuda"))
+
+
+def test_temperature_top_p_equals_transformers_warpers():
+    """TemperatureTopP (nucleus among the top k, full sort as the fallback) keeps exactly the
+    tokens transformers' TemperatureLogitsWarper + TopPLogitsWarper keep, on peaked and flat rows."""
+    import torch
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from selfdebug.generation.hf import TemperatureTopP
+
+    torch.manual_seed(0)
+    peaked = torch.randn(6, 5000) * 4
+    flat = torch.randn(4, 5000) * 0.01  # the nucleus needs far more than k tokens: the fallback
+    scores = torch.cat([peaked, flat])
+    for temperature, top_p in ((0.8, 0.95), (1.0, 0.5), (0.3, 0.99)):
+        ref = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores.clone()))
+        ours = TemperatureTopP(temperature, top_p, k=64)(None, scores.clone())
+        assert torch.equal(torch.isinf(ours), torch.isinf(ref))
+        kept = ~torch.isinf(ref)
+        assert torch.allclose(ours[kept], ref[kept])
+        assert (~torch.isinf(ours[6:])).sum() > 64 * 4  # flat rows really went past the top k
+    same = TemperatureTopP(0.5, 1.0)(None, scores.clone())
+    assert torch.allclose(same, scores / 0.5)  # top_p = 1: temperature only

@@ -12,8 +12,8 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,  # noqa: E402
-                          StoppingCriteria, StoppingCriteriaList)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor,  # noqa: E402
+                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
 
 from selfdebug.chat import needs_special_tokens, render_chat, stop_strings  # noqa: E402
 from selfdebug.generation import Completion, SamplingParams  # noqa: E402
@@ -54,6 +54,52 @@ def quantize_for_cpu(model: Any, quantize: str, device: torch.device) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's notice that the API moves to torchao
         return quantize_dynamic(model.float(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+class TemperatureTopP(LogitsProcessor):
+    """Temperature, then nucleus (top-p) filtering: transformers' TemperatureLogitsWarper +
+    TopPLogitsWarper, with the nucleus found among the top `k` tokens instead of a sort of the whole
+    vocabulary. A token is kept iff the probability of the tokens ranked above it is < top_p (at
+    least one is kept), as there. On a CPU the full sort cost more than the model: 0.2 s of a
+    0.36 s step for 16 rows of Qwen's 151,936-token vocabulary. A row whose top k do not reach
+    top_p (a very flat distribution) falls back to the full sort, so the result never changes.
+
+    scores: [B, V] next-token logits -> [B, V] with the removed tokens at -inf."""
+
+    def __init__(self, temperature: float, top_p: float, k: int = 512):
+        self.temperature, self.top_p, self.k = temperature, top_p, k
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores / self.temperature
+        if self.top_p >= 1.0:
+            return scores
+        k = min(self.k, scores.shape[-1])
+        probs = scores.float().softmax(dim=-1)
+        top_probs, top_ids = probs.topk(k, dim=-1)  # [B, k], descending
+        above = top_probs.cumsum(dim=-1) - top_probs  # mass ranked above each token
+        keep = above < self.top_p
+        keep[:, 0] = True
+        filtered = _mask_sorted(scores, top_ids, keep)
+        flat = top_probs.sum(dim=-1) < self.top_p  # the nucleus needs more than k tokens: sort them all
+        if flat.any():
+            filtered[flat] = _full_sort_top_p(scores[flat], self.top_p)
+        return filtered
+
+
+def _mask_sorted(scores: torch.Tensor, top_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """scores with only top_ids[keep] left finite."""
+    out = torch.full_like(scores, float("-inf"))
+    kept_scores = scores.gather(-1, top_ids).masked_fill(~keep, float("-inf"))
+    return out.scatter(-1, top_ids, kept_scores)
+
+
+def _full_sort_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The same rule over the whole vocabulary (the fallback)."""
+    sorted_scores, order = scores.sort(dim=-1, descending=True)
+    probs = sorted_scores.float().softmax(dim=-1)
+    keep = (probs.cumsum(dim=-1) - probs) < top_p
+    keep[:, 0] = True
+    return _mask_sorted(scores, order, keep)
 
 
 class StopOnStrings(StoppingCriteria):
@@ -140,15 +186,15 @@ class HFGenerator:
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=sampling,
-            temperature=params.temperature if sampling else 1.0,
-            top_p=params.top_p if sampling else 1.0,
+            temperature=1.0, top_p=1.0,  # applied by TemperatureTopP (below), in this order
             top_k=0,  # 0 disables top-k (transformers would default to 50); match vLLM/OpenAI
             repetition_penalty=1.0,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         criteria = StoppingCriteriaList([StopOnStrings(self.tokenizer, stop, prompt_len)] if stop else [])
-        out = self.model.generate(**enc, generation_config=config, stopping_criteria=criteria)
+        warpers = LogitsProcessorList([TemperatureTopP(params.temperature, params.top_p)] if sampling else [])
+        out = self.model.generate(**enc, generation_config=config, stopping_criteria=criteria, logits_processor=warpers)
         return [self._finish(row.tolist(), stop) for row in out[:, prompt_len:]]
 
     def _finish(self, ids: list[int], stop: tuple[str, ...]) -> Completion:
