@@ -219,7 +219,7 @@ def test_paper_stages_chain_by_fixed_paths(composed):
             ppo, ppo_dir = stages["train", "ppo"]
             assert Path(ppo.model.adapter) == sft_dir / "final" and Path(ppo.train.data) == collect_dir
             assert Path(evaluate.model.adapter) == ppo_dir / "final"
-            assert evaluate.backend.name == "hf"  # vLLM applies one adapter; PPO's sits on SFT's
+            assert evaluate.backend.name == "vllm"  # the SFT + PPO chain is merged for it (build_generator)
 
 
 def test_paper_settings(composed):
