@@ -289,6 +289,8 @@ def load_paper(path: Path = PAPER_CSV) -> dict[tuple, float]:
 
 def paper_value(paper: dict, tables: Sequence[str], model: str, approach: str, data: str, stage: str,
                 benchmark: str, metric: str) -> float | None:
+    if approach == "Prompt.":  # prompting trained on nothing: one value whatever the data row
+        data = DEFAULT_DATA
     for table in tables:
         value = paper.get((table, model, approach, data, stage, benchmark, metric))
         if value is not None:
@@ -388,6 +390,22 @@ def _rows(runs: list[Run], paper: dict, paper_only: bool, tables: Sequence[str])
     return sorted(rows.items(), key=lambda kv: (kv[0][0], _approach_order(kv[0][1]), kv[0][2] != DEFAULT_DATA, kv[0][2]))
 
 
+def _groups(runs: list[Run], paper: dict, paper_only: bool, tables: Sequence[str]) -> list[tuple[str, str]]:
+    """(model, training data) rows of Tables 3 and 4. A prompting run trained on nothing: it joins
+    every data row of its model (as the baseline of the deltas) and has a row of its own only when
+    its model has no trained run."""
+    rows = [key for key, _ in _rows(runs, paper, paper_only, tables)]
+    trained = {(m, d) for m, a, d in rows if a != "Prompt."}
+    with_trained = {m for m, _ in trained}
+    return sorted(trained | {(m, d) for m, a, d in rows if a == "Prompt." and m not in with_trained})
+
+
+def _run_of(by_row: dict, model: str, approach: str, data: str) -> Run | None:
+    if approach == "Prompt.":
+        return by_row.get((model, approach, DEFAULT_DATA))
+    return by_row.get((model, approach, data))
+
+
 def table3(runs: list[Run], paper: dict, ks: Sequence[int], n_boot: int, seed: int, paper_only: bool) -> Table:
     """Table 3 layout: overall pass@k (task-count-weighted over MBPP & HumanEval, and over the "+"
     sets), SFT and RL x refine / explain+refine, each with its delta (SFT vs Prompt., RL vs SFT)."""
@@ -397,13 +415,13 @@ def table3(runs: list[Run], paper: dict, ks: Sequence[int], n_boot: int, seed: i
                                                     for g, a, s in columns]
     table = Table("Table 3: overall pass@k, value (delta: SFT vs Prompt., RL vs SFT) [95% CI]", header)
     by_row = {run.row: run for run in runs}
-    groups = sorted({(m, d) for m, _, d in [k for k, _ in _rows(runs, paper, paper_only, ("3",))]})
+    groups = _groups(runs, paper, paper_only, ("3",))
     cells = []
     for model, data in groups:
         for k in ks:
             ours, theirs = [], []
             for group, approach, stage in columns:
-                run, prev = by_row.get((model, approach, data)), _previous_run(by_row, model, approach, data)
+                run, prev = _run_of(by_row, model, approach, data), _previous_run(by_row, model, approach, data)
                 cell = pass_cell(run, OVERALL[group], stage, k, n_boot, seed) if run else None
                 base = pass_cell(prev, OVERALL[group], stage, k, 0, seed) if prev else None
                 ours.append(fmt(cell, cell.value - base.value if cell and base else None))
@@ -424,11 +442,7 @@ def _previous_run(by_row: dict, model: str, approach: str, data: str) -> Run | N
     """The run a delta is taken against: SFT vs the model's prompting run (any data label), RL vs
     the SFT run on the same data."""
     prev = PREVIOUS.get(approach)
-    if prev is None:
-        return None
-    if prev == "Prompt.":
-        return by_row.get((model, prev, data)) or next((r for (m, a, _), r in by_row.items() if m == model and a == prev), None)
-    return by_row.get((model, prev, data))
+    return _run_of(by_row, model, prev, data) if prev else None
 
 
 def table4(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bool) -> Table:
@@ -439,13 +453,13 @@ def table4(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: boo
     table = Table("Table 4: success refinement rate averaged over the benchmarks (delta vs the previous approach)",
                   header)
     by_row = {run.row: run for run in runs}
-    groups = sorted({(m, d) for m, _, d in [k for k, _ in _rows(runs, paper, paper_only, ("4",))]})
+    groups = _groups(runs, paper, paper_only, ("4",))
     cells = []
     for model, data in groups:
         ours, theirs = [], []
         for stage, approach in columns:
             mode = STAGES[stage][0]
-            run, prev = by_row.get((model, approach, data)), _previous_run(by_row, model, approach, data)
+            run, prev = _run_of(by_row, model, approach, data), _previous_run(by_row, model, approach, data)
             cell = refine_rate_cell(run, mode, n_boot, seed) if run else None
             base = refine_rate_cell(prev, mode, 0, seed) if prev else None
             ours.append(fmt(cell, cell.value - base.value if cell and base else None))

@@ -154,3 +154,24 @@ def test_table10_greedy_base_models(tmp_path):
     assert cl7[4:] == ["7.42", "6.71", "5.32", "8.52"]  # the paper's Table 10 row
     assert report.table10([run.__class__(run.path, run.metrics, run.per_task, {"config": {}})], paper, 0, 0,
                           paper_only=False) is None  # not greedy: no Table 10
+
+
+def test_prompting_run_joins_the_data_row_of_its_model(tmp_path):
+    """Prompting trains on nothing: with SFT/RL on self-bootstrapped data, Table 4 has ONE row for
+    the model, whose Prompt. column is the prompting run and whose SFT delta is taken against it."""
+    import json
+    import shutil
+
+    for name in ("prompt", "sft", "rl"):
+        shutil.copytree(REPO / GOLDEN / name, tmp_path / name)
+        if name != "prompt":
+            path = tmp_path / name / "metrics.json"
+            data = json.loads(path.read_text())
+            data["meta"]["config"]["report"]["data"] = "Self"
+            path.write_text(json.dumps(data))
+    runs = report.load_runs([tmp_path])
+    table = report.table4(runs, {}, 0, 0, paper_only=False)
+    [row] = table.rows
+    prompt_rate = (1 / 3 + 1 / 2 + 0) / 3  # test_refine_rate_by_hand
+    assert row[1] == "Self" and row[table.header.index("Refine Prompt.")] == f"{100 * prompt_rate:.2f}*"
+    assert row[table.header.index("Refine SFT")].startswith(f"100.00 ({100 * (1 - prompt_rate):+.2f})")
