@@ -238,3 +238,15 @@ def test_temperature_top_p_equals_transformers_warpers():
         assert (~torch.isinf(ours[6:])).sum() > 64 * 4  # flat rows really went past the top k
     same = TemperatureTopP(0.5, 1.0)(None, scores.clone())
     assert torch.allclose(same, scores / 0.5)  # top_p = 1: temperature only
+
+
+def test_every_backend_setting_is_a_known_config_kwarg():
+    """build_generator passes every BackendConfig field; each backend must be able to drop the
+    ones it does not read (a new field missing here reached OpenAIGenerator as an unknown kwarg)."""
+    import dataclasses
+
+    from selfdebug.config import BackendConfig
+    from selfdebug.generation import CONFIG_KWARGS
+
+    fields = {f.name for f in dataclasses.fields(BackendConfig)} - {"name"}
+    assert fields <= CONFIG_KWARGS, fields - CONFIG_KWARGS

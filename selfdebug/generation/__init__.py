@@ -67,7 +67,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"  # backend.base_url: null
 # the chosen backend does not read (conf/backend/*.yaml: "fields a backend does not use are
 # ignored"), so callers can pass the whole config; any other unexpected keyword is still an error.
 CONFIG_KWARGS = frozenset({
-    "chat_format", "dtype", "batch_size",  # hf, vllm (batch_size: hf only)
+    "chat_format", "dtype", "batch_size", "quantize",  # hf, vllm (batch_size, quantize: hf only)
     "base_url", "api_key_env", "max_concurrency", "request_timeout_s", "max_retries", "cache_dir",  # openai
     "tensor_parallel_size", "gpu_memory_utilization",  # vllm
 })
