@@ -82,6 +82,12 @@ def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, c
     metrics = train(cfg4, tracker)
     assert metrics["train/steps"] == 4
     assert [step for step, m in tracker.logged if "train/loss" in m] == [3, 4]
+    # A rerun of the finished run trains nothing and keeps the first run's metrics.json numbers.
+    from selfdebug.tracking import write_metrics
+
+    write_metrics(tmp_path / "run", metrics, {})
+    again = train(cfg4, MemoryTracker())
+    assert again == pytest.approx(metrics) and again["train/last_loss"] == metrics["train/last_loss"]
 
 
 def test_full_fine_tuning_changes_every_parameter(tmp_path, tiny_model_dir, collected):

@@ -10,6 +10,7 @@ from the newest checkpoint, and write `final/` with its lineage so evaluate.py l
 from __future__ import annotations
 
 import logging
+import json
 import math
 import time
 from pathlib import Path
@@ -96,6 +97,18 @@ def trainer_args(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     )
 
 
+def finished(run_dir: Path, cfg: RunConfig) -> bool:
+    """Whether run_dir already holds this training run, done: final/, metrics.json, and a last
+    checkpoint at the planned step count (train.max_steps, or the epochs the checkpoint planned)."""
+    resume = last_checkpoint(run_dir)
+    if not (resume and (run_dir / FINAL_DIR).is_dir() and (run_dir / "metrics.json").is_file()):
+        return False
+    state = json.loads((Path(resume) / "trainer_state.json").read_text())
+    if cfg.train.max_steps > 0:
+        return state["global_step"] >= cfg.train.max_steps
+    return state.get("num_train_epochs") == cfg.train.epochs and state["global_step"] >= state.get("max_steps", math.inf)
+
+
 def last_checkpoint(run_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -140,6 +153,11 @@ def train(cfg: RunConfig, tracker) -> dict[str, float]:
 
         return PPOTrainer(cfg, tracker).train()
     run_dir = Path(cfg.output_dir)
+    if finished(run_dir, cfg):
+        # a rerun of a finished run: nothing to train, and the first run's metrics.json stays the record
+        print(f"{algorithm}: already trained -> {run_dir / FINAL_DIR}; metrics.json kept (delete the run dir to retrain)")
+        return {k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items()
+                if isinstance(v, (int, float))}
     model, tokenizer = load_policy(cfg)
     history: list[dict] = []
     common = trainer_args(cfg, run_dir)
