@@ -360,22 +360,30 @@ def merge_adapters(model, adapter_dir: str | Path):
     return model
 
 
+def load_merged(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto"):
+    """The base model in its generation dtype (generation.hf.load_dtype, for the GPU if there is
+    one) with the adapter chain of `adapter_dir` merged into its weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from selfdebug.generation.hf import load_dtype
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return merge_adapters(AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(dtype, device)), adapter_dir)
+
+
 def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto") -> Path:
     """A full model folder of base + the adapter chain of `adapter_dir`, for engines that apply one
     LoRA at most (vLLM: PPO's adapter sits on the SFT adapter). Written once to
     `<adapter_dir>/merged_model` (atomically: a killed merge leaves no half folder) and reused."""
     import shutil
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from selfdebug.generation.hf import load_dtype
+    from transformers import AutoTokenizer
 
     out = Path(adapter_dir) / "merged_model"
     if (out / "config.json").is_file():
         return out
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = merge_adapters(AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(dtype, device)), adapter_dir)
+    model = load_merged(base_path, adapter_dir, dtype)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

@@ -114,7 +114,7 @@ def build_generator(model, backend) -> Generator:
     train.py). `model`, `backend`: config.py's ModelConfig and BackendConfig (duck-typed)."""
     from dataclasses import asdict
 
-    from selfdebug.models import adapter_chain, merge_adapters, merged_model_dir, resolve_model
+    from selfdebug.models import adapter_chain, load_merged, merged_model_dir, resolve_model
 
     settings = {k: v for k, v in asdict(backend).items() if k != "name"}  # each backend ignores the rest
     kwargs = dict(chat_format=model.chat_format, dtype=model.dtype, **settings)
@@ -130,13 +130,8 @@ def build_generator(model, backend) -> Generator:
         generator.load_lora(model.adapter)
         return generator
     if model.adapter:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from selfdebug.generation.hf import load_dtype
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        base = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(model.dtype, device))
-        merged = merge_adapters(base, model.adapter)
+        merged = load_merged(path, model.adapter, model.dtype)
         return make_generator(backend.name, model=merged, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
     return make_generator(backend.name, path, **kwargs)
