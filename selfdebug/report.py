@@ -112,8 +112,7 @@ class Run:
         """The (dataset, criterion) this run has for a paper column, or None."""
         for key, criterion in BENCHMARKS[benchmark]:
             detail = self.per_task.get(key)
-            if detail and any(m.split("/")[0] == criterion if criterion else "/" not in m
-                              for m in detail["first_pass"]):
+            if detail and any(_criterion_mode(m)[0] == criterion for m in detail["first_pass"]):
                 return key, criterion
         return None
 
@@ -125,9 +124,8 @@ class Run:
             return None
         key, criterion = source
         first_pass = self.per_task[key]["first_pass"]
-        names = [m for m in first_pass if (m.rsplit("/", 1)[0] if "/" in m else "") == criterion]
-        if mode is not None:
-            names = [m for m in names if m.rsplit("/", 1)[-1] == mode]
+        names = [m for m in first_pass if _criterion_mode(m)[0] == criterion
+                 and (mode is None or _criterion_mode(m)[1] == mode)]
         if not names:
             return None
         return [[None if r is None else int(r) for r in chain] for chain in first_pass[names[0]].values()]
@@ -146,6 +144,13 @@ class Run:
                 f"sampling n={sampling.get('n')} T={sampling.get('temperature')} top_p={sampling.get('top_p')} "
                 f"max_new_tokens={sampling.get('max_new_tokens')}; refine T={refine.get('temperature')} "
                 f"max_new_tokens={refine.get('max_new_tokens')}; git {git}; {meta.get('created_at', '')}")
+
+
+def _criterion_mode(name: str) -> tuple[str, str]:
+    """A per_task first_pass key -> (criterion, mode): "refine" -> ("", "refine"),
+    "base/explain_refine" -> ("base", "explain_refine") (evaluation.compute_metrics writes them)."""
+    criterion, _, mode = name.rpartition("/")
+    return criterion, mode
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:

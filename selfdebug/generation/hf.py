@@ -76,30 +76,22 @@ class TemperatureTopP(LogitsProcessor):
         k = min(self.k, scores.shape[-1])
         probs = scores.float().softmax(dim=-1)
         top_probs, top_ids = probs.topk(k, dim=-1)  # [B, k], descending
-        above = top_probs.cumsum(dim=-1) - top_probs  # mass ranked above each token
-        keep = above < self.top_p
-        keep[:, 0] = True
-        filtered = _mask_sorted(scores, top_ids, keep)
+        filtered = _nucleus(scores, top_probs, top_ids, self.top_p)
         flat = top_probs.sum(dim=-1) < self.top_p  # the nucleus needs more than k tokens: sort them all
         if flat.any():
-            filtered[flat] = _full_sort_top_p(scores[flat], self.top_p)
+            sorted_probs, order = probs[flat].sort(dim=-1, descending=True)
+            filtered[flat] = _nucleus(scores[flat], sorted_probs, order, self.top_p)
         return filtered
 
 
-def _mask_sorted(scores: torch.Tensor, top_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """scores with only top_ids[keep] left finite."""
-    out = torch.full_like(scores, float("-inf"))
-    kept_scores = scores.gather(-1, top_ids).masked_fill(~keep, float("-inf"))
-    return out.scatter(-1, top_ids, kept_scores)
-
-
-def _full_sort_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
-    """The same rule over the whole vocabulary (the fallback)."""
-    sorted_scores, order = scores.sort(dim=-1, descending=True)
-    probs = sorted_scores.float().softmax(dim=-1)
-    keep = (probs.cumsum(dim=-1) - probs) < top_p
+def _nucleus(scores: torch.Tensor, sorted_probs: torch.Tensor, order: torch.Tensor, top_p: float) -> torch.Tensor:
+    """scores with only the nucleus left finite. sorted_probs: [B, n] descending probabilities of
+    the tokens order: [B, n]; a token is kept iff the mass ranked above it is < top_p (the first
+    always); tokens outside `order` are removed."""
+    keep = (sorted_probs.cumsum(dim=-1) - sorted_probs) < top_p
     keep[:, 0] = True
-    return _mask_sorted(scores, order, keep)
+    kept_scores = scores.gather(-1, order).masked_fill(~keep, float("-inf"))
+    return torch.full_like(scores, float("-inf")).scatter(-1, order, kept_scores)
 
 
 class StopOnStrings(StoppingCriteria):

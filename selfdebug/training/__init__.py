@@ -9,8 +9,8 @@ from the newest checkpoint, and write `final/` with its lineage so evaluate.py l
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 import time
 from pathlib import Path
