@@ -35,7 +35,7 @@ from selfdebug.data import DataError, Dataset, few_shot_examples, mbpp_path
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
 from selfdebug.execution import Executor
 from selfdebug.metrics import format_table
-from selfdebug.prompts import refine_demos, assistant_answer, feedback_text, initial_messages, refine_messages
+from selfdebug.prompts import refine_demos, assistant_answer, initial_messages, refine_messages
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def build_datasets(datasets: dict[str, Dataset], logs: Logs, dedupe: bool = True
             if not correct:
                 continue
             n_refined += 1
-            feedback = feedback_text(a.feedback, a.failed_status)
+            feedback = a.feedback_turn()
             prompts = {mode: refine_messages(problem, a.code, feedback, mode) for mode in SFT_FORMATS}
             seen_targets: set[tuple] = set()
             for s in correct:
@@ -266,6 +266,10 @@ def build_datasets(datasets: dict[str, Dataset], logs: Logs, dedupe: bool = True
                 "reference_codes": [s.code for s in correct],
                 "reference_explanations": [s.explanation for s in with_expl],
                 "tests": problem.base.to_record(),
+                # the hidden tests too (CodeContests' private + generated ones): S_ut counts every test
+                "plus_tests": problem.plus.to_record() if problem.plus is not None else None,
+                # how rollouts are turned into programs (parsing.build_program)
+                "entry_point": problem.entry_point, "starter_code": problem.starter_code,
                 "source": {"name": ds.name, "version": ds.version, "sha256": ds.sha256},
             })
             rejected = [s for s in wrong if s.parse_reason != "no_explanation"] or wrong

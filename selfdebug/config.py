@@ -197,6 +197,10 @@ class RewardConfig:
     explanation: bool = True  # the explanation reward R(e) on the last explanation token
     explanation_scale: float = 50.0 / 3.0
     explanation_offset: float = -35.0 / 3.0
+    # S_ex of an explain+refine rollout that has no explanation, or whose explanation end cannot be
+    # located: its R(e) (here -35/3) goes on the last response token. Ours (the paper is silent);
+    # without it PPO could dodge a mostly negative R(e) by not explaining.
+    missing_explanation_similarity: float = 0.0
     # sentence embedder for S_ex: "all-minilm-l6-v2" (offline wheel) or a hub id, e.g. the paper's
     # "sentence-transformers/all-roberta-large-v1"
     embedder: str = "all-minilm-l6-v2"

@@ -25,8 +25,10 @@ INIT = "init"
 class Attempt:
     """One program for one task: how it was asked for, what came back, how it ran.
 
-    status is over the base tests; plus_status over EvalPlus's extra tests (None when the dataset
-    has none). `passed` is the strict verdict: base AND plus (LeDex scores "+" benchmarks that way).
+    status is over the base tests; plus_status over the hidden tests (EvalPlus's extra tests;
+    None when the dataset has none). `passed` is the strict verdict: base AND plus (LeDex scores "+"
+    benchmarks that way). Feedback comes from the base tests only (LEDEX.md §1.5): the hidden
+    tests' inputs and expected values never reach a prompt or a log (`feedback_turn`).
     """
 
     task_id: str
@@ -39,7 +41,7 @@ class Attempt:
     parse_reason: str  # "ok" | "no_code" | "syntax_error" | "no_explanation"
     status: str  # base tests: pass | fail | timeout | error
     plus_status: str | None
-    feedback: str  # first failure (base, else plus), for the next refinement prompt
+    feedback: str  # first failure of the BASE tests ("" when they pass), for the next refinement prompt
     verdicts: tuple[str, ...] = ()
     plus_verdicts: tuple[str, ...] = ()
     n_tokens: int = 0
@@ -49,6 +51,9 @@ class Attempt:
     branch: int = 0
     # generated token ids (PPO scores exactly these); not logged
     token_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    # characters of `completion` before the code (the parser's split): the explanation lies in
+    # completion[:explanation_chars]; RL places R(e) on its last token
+    explanation_chars: int = 0
 
     @property
     def base_passed(self) -> bool:
@@ -66,6 +71,12 @@ class Attempt:
     def failed_status(self) -> str:
         """'fail' or 'timeout' of the first failing suite, for the feedback wording."""
         return self.status if self.status != "pass" else (self.plus_status or "fail")
+
+    def feedback_turn(self) -> str:
+        """The feedback part of the next refinement prompt. A program that passed the base tests
+        failed a hidden one: the turn says so without any of its details (whatever an older log
+        recorded as feedback)."""
+        return feedback_text(self.feedback, self.failed_status, hidden=self.base_passed)
 
     def key(self) -> tuple:
         return (self.mode, self.round, self.task_id, self.sample_id, self.branch)
@@ -116,7 +127,7 @@ def initial_requests(problem, n: int, few_shot: Sequence = ()) -> list[Request]:
 
 def refine_request(problem, wrong: Attempt, mode: str, branch: int = 0, few_shot: Sequence = ()) -> Request:
     """The next refinement of a failed attempt: the latest wrong code and its feedback only."""
-    feedback = feedback_text(wrong.feedback, wrong.failed_status)
+    feedback = wrong.feedback_turn()
     return Request(problem.task_id, wrong.sample_id, wrong.round + 1, mode,
                    refine_messages(problem, wrong.code, feedback, mode, few_shot=few_shot), branch)
 
@@ -135,8 +146,9 @@ def job_id(key: tuple) -> str:
 
 
 def _verdicts(base: ExecResult, plus: ExecResult | None) -> dict:
-    """The Attempt fields an execution decides."""
-    feedback = base.feedback if base.status != "pass" else (plus.feedback if plus is not None else "")
+    """The Attempt fields an execution decides. Feedback from the base tests only: a hidden test's
+    failure message holds its input and expected value."""
+    feedback = base.feedback if base.status != "pass" else ""
     return dict(status=base.status, plus_status=plus.status if plus is not None else None, feedback=feedback,
                 verdicts=base.verdicts, plus_verdicts=plus.verdicts if plus is not None else ())
 
@@ -147,7 +159,8 @@ def _attempt(req: Request, completion, base: ExecResult, plus: ExecResult | None
         task_id=req.task_id, sample_id=req.sample_id, round=req.round, mode=req.mode,
         completion=completion.text, explanation=parsed.explanation, code=code,
         parse_reason=parsed.reason, n_tokens=completion.n_tokens, messages=tuple(req.messages),
-        branch=req.branch, token_ids=tuple(completion.token_ids), **_verdicts(base, plus))
+        branch=req.branch, token_ids=tuple(completion.token_ids), explanation_chars=parsed.explanation_chars,
+        **_verdicts(base, plus))
 
 
 def sample_and_execute(generator, executor: Executor, problems: dict, requests: Sequence[Request],

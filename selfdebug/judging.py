@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 from selfdebug.artifacts import JsonlLog, read_jsonl
 from selfdebug.data import DataError
 from selfdebug.episode import INIT, Attempt, refine_request, sample_and_execute, stable_seed
-from selfdebug.prompts import fenced, feedback_text, task_text
+from selfdebug.prompts import fenced, task_text
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def judge_messages(problem, wrong: Attempt, explanation: str) -> list[dict]:
     """The one-turn judge chat: task, wrong code, its execution feedback, the explanation, rubric."""
     content = JUDGE_PROMPT.format(
         task=task_text(problem), code=fenced(wrong.code.strip("\n"), "python"),
-        feedback=feedback_text(wrong.feedback, wrong.failed_status),
+        feedback=wrong.feedback_turn(),
         explanation=explanation.strip() or NO_EXPLANATION, rubric=RUBRIC, reply_format=REPLY_FORMAT)
     return [{"role": "user", "content": content}]
 
@@ -339,7 +339,7 @@ class JudgeRun:
             "reply": replies[-1], "replies": replies,
             "explanation": it.answer.explanation, "explanation_source": it.source,
             "refinement_passed": it.answer.passed,  # did the code after the explanation pass (base+plus)
-            "wrong_code": it.wrong.code, "feedback": it.wrong.feedback,
+            "wrong_code": it.wrong.code, "feedback": it.wrong.feedback_turn(),
             "wrong_solutions": self.jcfg.wrong_solutions,
         }
 

@@ -56,6 +56,9 @@ class Parsed:
     explanation: str
     ok: bool
     reason: str
+    # characters of the completion before the code region (its opening fence or first code line):
+    # the explanation is text[:explanation_chars]; all of the text when no code was found
+    explanation_chars: int = 0
 
 
 @dataclass(frozen=True)
@@ -247,29 +250,32 @@ def parse_completion(text: str, *, mode: str, entry_point: str = "", starter_cod
     lines = text.replace("\r\n", "\n").split("\n")
     blocks = _fenced_blocks(lines)
     if blocks:
-        code, explanation = _from_blocks(lines, blocks, entry_point, starter_code)
+        code, explanation, code_line = _from_blocks(lines, blocks, entry_point, starter_code)
     else:
-        code, explanation = _unfenced(lines, entry_point, starter_code)
+        code, explanation, code_line = _unfenced(lines, entry_point, starter_code)
+    # Offsets in the text as given: its lines split at "\n" are the parsed lines (plus any "\r").
+    chars = len(text) if code_line is None else sum(len(line) + 1 for line in text.split("\n")[:code_line])
     if not code.strip():
-        return Parsed(code="", explanation=explanation, ok=False, reason=NO_CODE)
+        return Parsed(code="", explanation=explanation, ok=False, reason=NO_CODE, explanation_chars=len(text))
     if not _compiles(_assemble(code, starter_code, entry_point)):
-        return Parsed(code=code, explanation=explanation, ok=False, reason=SYNTAX_ERROR)
+        return Parsed(code=code, explanation=explanation, ok=False, reason=SYNTAX_ERROR, explanation_chars=chars)
     if mode == "explain_refine" and not explanation:
-        return Parsed(code=code, explanation="", ok=True, reason=NO_EXPLANATION)
-    return Parsed(code=code, explanation=explanation, ok=True, reason=OK)
+        return Parsed(code=code, explanation="", ok=True, reason=NO_EXPLANATION, explanation_chars=chars)
+    return Parsed(code=code, explanation=explanation, ok=True, reason=OK, explanation_chars=chars)
 
 
 def _from_blocks(
     lines: list[str], blocks: list[_Block], entry_point: str, starter_code: str
-) -> tuple[str, str]:
+) -> tuple[str, str, int | None]:
+    """(code, explanation, index of the code's first line: its opening fence; None = no code)."""
     candidates = [b for b in blocks if b.lang in PYTHON_TAGS and b.code.strip()]
     if not candidates:
-        return "", "\n".join(lines).strip()
+        return "", "\n".join(lines).strip(), None
     chosen = _choose_block(candidates, entry_point)
     others = [b.code for b in candidates if b is not chosen]
     code = _borrow_definitions(chosen.code.strip("\n"), others)
     explanation = "\n".join(lines[: chosen.first_line]).strip()
-    return code, explanation
+    return code, explanation, chosen.first_line
 
 
 def _choose_block(candidates: list[_Block], entry_point: str) -> _Block:
@@ -319,20 +325,21 @@ def _borrow_definitions(code: str, others: list[str]) -> str:
     return "\n\n".join(borrowed) + "\n\n" + code
 
 
-def _unfenced(lines: list[str], entry_point: str, starter_code: str) -> tuple[str, str]:
+def _unfenced(lines: list[str], entry_point: str, starter_code: str) -> tuple[str, str, int | None]:
     """No fence at all: the whole text if it is a program (or a body for the starter), else the
-    longest compiling span that starts at a def/class/import line, with the prose before it."""
+    longest compiling span that starts at a def/class/import line, with the prose before it.
+    Returns (code, explanation, index of the code's first line; None = no code)."""
     whole = "\n".join(lines).strip("\n").rstrip()
     if _looks_like_code(whole, starter_code, entry_point):
-        return whole, ""
+        return whole, "", 0
     for start, line in enumerate(lines):
         if not _CODE_START.match(line):
             continue
         for end in range(len(lines), start, -1):  # longest span first
             span = "\n".join(lines[start:end]).rstrip()
             if _compiles(span):
-                return span, "\n".join(lines[:start]).strip()
-    return "", whole.strip()
+                return span, "\n".join(lines[:start]).strip(), start
+    return "", whole.strip(), None
 
 
 def _looks_like_code(text: str, starter_code: str, entry_point: str) -> bool:

@@ -65,6 +65,17 @@ TIMEOUT_FEEDBACK = (
     "(an infinite loop or a too slow algorithm)."
 )
 TIMEOUT_FEEDBACK_DETAIL = TIMEOUT_FEEDBACK + "\n{block}"
+# A program that passes the visible (base) tests but fails hidden ones (EvalPlus's "plus" tests,
+# CodeContests' private and generated tests): the feedback says so and shows NO hidden input or
+# expected value, so a refined "+" score is not helped by seeing the very tests it is scored on.
+HIDDEN_FAIL_FEEDBACK = (
+    "The code above passes the visible tests but fails at least one hidden test "
+    "(hidden tests are not shown): it is wrong for some inputs."
+)
+HIDDEN_TIMEOUT_FEEDBACK = (
+    "The code above passes the visible tests but times out on at least one hidden test "
+    "(hidden tests are not shown): an infinite loop or a too slow algorithm for some inputs."
+)
 # Long outputs (huge inputs in an assert, long tracebacks) are cut to about this many characters:
 # the head shows the failing call, the tail shows the error / actual value.
 MAX_FEEDBACK_CHARS = 1000
@@ -233,12 +244,18 @@ def truncate_middle(text: str, limit: int = MAX_FEEDBACK_CHARS) -> str:
     return f"{text[:head]} ... [{cut} characters truncated] ... {text[-tail:]}"
 
 
-def feedback_text(result_feedback: str, status: str) -> str:
+def feedback_text(result_feedback: str, status: str, hidden: bool = False) -> str:
     """The feedback part of the refinement user turn, from an execution result.
 
     status: "fail" or "timeout" (a passing or engine-error result has nothing to refine).
-    result_feedback: `ExecResult.feedback`, e.g. "AssertionError: expect f(3) == 1, but was 2".
+    result_feedback: `ExecResult.feedback` of the VISIBLE tests, e.g. "AssertionError: expect f(3) == 1,
+    but was 2". hidden=True: the visible tests passed and a hidden test failed; result_feedback is
+    ignored and the turn reveals nothing of the hidden tests.
     """
+    if hidden:
+        if status not in ("fail", "timeout"):
+            raise ValueError(f"no feedback for status {status!r}: only 'fail' and 'timeout' results are refined")
+        return HIDDEN_TIMEOUT_FEEDBACK if status == "timeout" else HIDDEN_FAIL_FEEDBACK
     detail = truncate_middle(result_feedback.strip())
     if status == "fail":
         return FAIL_FEEDBACK.format(block=fenced(detail)) if detail else FAIL_FEEDBACK_EMPTY

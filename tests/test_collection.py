@@ -297,23 +297,36 @@ def test_teacher_is_another_generator_when_configured(tmp_path, mbpp_train):
 
 
 def test_ppo_rewards_sit_on_the_explanation_end_and_the_last_token(tmp_path, tiny_model_dir, collected):
-    """PPOTrainer.rewards on a real tokenization: R(e) on the last explanation token, R(r) on the last."""
+    """PPOTrainer.rewards on a real tokenization: R(e) on the last explanation token, R(r) on the
+    last; an explain+refine answer without an explanation gets R(e) of S_ex = 0 on its last token."""
+    from selfdebug.parsing import parse_completion
     from selfdebug.training.ppo import PPOTrainer
 
     cfg = to_typed(compose("train", ["algorithm=ppo", f"model.source={tiny_model_dir}", f"train.data={collected}",
                                      "tracking=none"], output_dir=tmp_path), RunConfig)
     trainer = PPOTrainer(cfg, None)
     [prompt] = trainer.prompts[:1]
-    text = "The loop is off by one.\n\n```python\nx = 1\n```"
-    ids = tuple(trainer.tokenizer(text, add_special_tokens=False)["input_ids"])
-    a = Attempt(task_id=prompt.key, sample_id=0, round=1, mode="explain_refine", completion=text,
-                explanation="The loop is off by one.", code="x = 1\n", parse_reason="ok", status="fail",
-                plus_status=None, feedback="", verdicts=("fail",), token_ids=ids)
-    parts, [scores] = trainer.rewards([a], {prompt.key: prompt})
+
+    def attempt(text):
+        parsed = parse_completion(text, mode="explain_refine")
+        ids = tuple(trainer.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return Attempt(task_id=prompt.key, sample_id=0, round=1, mode="explain_refine", completion=text,
+                       explanation=parsed.explanation, code=parsed.code, parse_reason=parsed.reason, status="fail",
+                       plus_status=None, feedback="", verdicts=("fail",), token_ids=ids,
+                       explanation_chars=parsed.explanation_chars)
+
+    explained = attempt("The loop is off by one.\n\n```python\nx = 1\n```")
+    silent = attempt("```python\nx = 1\n```")
+    parts, [scores, silent_scores], missing = trainer.rewards([explained, silent], {prompt.key: prompt})
+    ids = explained.token_ids
     (last, r_code), (end, r_expl) = scores
     assert last == len(ids) - 1 and r_code == parts[0].code_reward
     assert r_expl == parts[0].explanation_reward and end < last
     assert trainer.tokenizer.decode(list(ids[: end + 1])).rstrip().endswith("off by one.")
+    # no explanation: R(e) of S_ex = 0, i.e. -35/3 with the paper's mapping, on the last token; counted
+    assert missing == 1 and parts[1].s_ex == 0.0
+    assert silent_scores == [(len(silent.token_ids) - 1, parts[1].code_reward),
+                             (len(silent.token_ids) - 1, pytest.approx(-35 / 3))]
 
 
 def test_few_shot_prompts_reach_the_models(tmp_path, mbpp_train):

@@ -61,22 +61,32 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
 
 
-@pytest.mark.parametrize("response", [
-    "The loop is off by one.\n\n```python\ndef f(x):\n    return x + 1\n```",
-    "The loop is off by one.\ndef f(x):\n    return x + 1\n",
+@pytest.mark.parametrize(("response", "explanation"), [
+    ("The loop is off by one.\n\n```python\ndef f(x):\n    return x + 1\n```", "The loop is off by one."),
+    ("The loop is off by one.\ndef f(x):\n    return x + 1\n", "The loop is off by one."),
+    # the code's first line quoted in the explanation: a text search for it would find the quote
+    ("The header `def f(x):` is fine; the return is off by one.\n\n```python\ndef f(x):\n    return x + 1\n```",
+     "The header `def f(x):` is fine; the return is off by one."),
+    ("def f(x): is right, but the loop is off by one.\r\n\r\n```python\r\ndef f(x):\r\n    return x + 1\r\n```",
+     "def f(x): is right, but the loop is off by one."),
 ])
-def test_explanation_end_token_on_real_tokenizations(smollm2_tokenizer, response):
+def test_explanation_end_token_on_real_tokenizations(smollm2_tokenizer, response, explanation):
+    from selfdebug.episode import Attempt
     from selfdebug.parsing import parse_completion
-    from selfdebug.training.ppo import response_offsets
+    from selfdebug.training.ppo import explanation_end, response_offsets
 
     tok = smollm2_tokenizer
     ids = tok(response, add_special_tokens=False)["input_ids"]
     text, offsets = response_offsets(tok, ids)
     assert text == response
     parsed = parse_completion(text, mode="explain_refine", entry_point="f")
-    assert parsed.explanation == "The loop is off by one."
-    end = M.explanation_end_token(text, offsets, M.code_start_char(text, parsed.code))
-    assert text[: offsets[end][1]].rstrip() == "The loop is off by one."  # ends exactly at the explanation
+    assert parsed.explanation == explanation
+    assert text[: parsed.explanation_chars].strip() == explanation
+    a = Attempt(task_id="t", sample_id=0, round=1, mode="explain_refine", completion=text,
+                explanation=parsed.explanation, code=parsed.code, parse_reason=parsed.reason, status="fail",
+                plus_status=None, feedback="", token_ids=tuple(ids), explanation_chars=parsed.explanation_chars)
+    end = explanation_end(tok, a)
+    assert text[: offsets[end][1]].rstrip() == explanation  # ends exactly at the explanation
     assert "." in tok.decode(ids[end])
     # the reward tensor: R(e) there, R(r) on the last token, nothing elsewhere
     mask = torch.ones(1, len(ids))
@@ -87,9 +97,13 @@ def test_explanation_end_token_on_real_tokenizations(smollm2_tokenizer, response
 
 
 def test_no_explanation_before_the_code():
+    from selfdebug.parsing import parse_completion
+
     text = "```python\nx = 1\n```"
     offsets = [(0, 3), (3, 9), (9, 10), (10, 15), (15, 16), (16, 19)]
-    assert M.explanation_end_token(text, offsets, M.code_start_char(text, "x = 1")) is None
+    assert parse_completion(text, mode="explain_refine").explanation_chars == 0
+    assert M.explanation_end_token(text, offsets, 0) is None
+    assert M.explanation_end_token("  \n" + text, [(0, 3)] + [(a + 3, b + 3) for a, b in offsets], 3) is None
 
 
 # ----------------------------------------------------------------------------- PPO maths by hand

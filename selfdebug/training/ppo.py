@@ -44,6 +44,7 @@ STEP_KEYS = (
     "ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac", "ppo/entropy", "ppo/grad_norm",  # means over minibatches
     "ppo/kl", "ppo/kl_coef", "ppo/explained_variance", "ppo/response_tokens",
     "ppo/pass_rate", "ppo/rollouts", "ppo/dropped_engine_errors",
+    "reward/missing_explanation",  # explain+refine rollouts given the missing-explanation R(e)
     "time/generate_s", "time/execute_s", "time/reward_s", "time/update_s",
 )
 
@@ -94,9 +95,11 @@ def load_prompts(path: Path, datasets: list[str] | None = None) -> list[Prompt]:
         if not tests:
             raise DataError(f"{path}: {row['task_id']} has no JSON tests; PPO needs assert or stdio suites")
         key = f"{row.get('dataset', '')}|{row['task_id']}|{row['sample_id']}"
-        suite = TestSuite.from_record(tests)
-        problem = Problem(task_id=key, dataset=row.get("dataset", ""), prompt="", entry_point=tests["entry_point"],
-                          starter_code="", canonical_solution="", test_examples=(), base=suite)
+        plus = row.get("plus_tests")
+        problem = Problem(task_id=key, dataset=row.get("dataset", ""), prompt="",
+                          entry_point=row.get("entry_point", tests["entry_point"]),
+                          starter_code=row.get("starter_code", ""), canonical_solution="", test_examples=(),
+                          base=TestSuite.from_record(tests), plus=TestSuite.from_record(plus) if plus else None)
         prompts.append(Prompt(key, problem, row["prompts"], row["reference_codes"], row["reference_explanations"]))
     if not prompts and datasets is not None and seen:
         raise DataError(f"{path}: no RL prompts from train.ppo.datasets={datasets}; its rows come from "
@@ -129,6 +132,13 @@ class TimedGenerator:
             return self.generator.generate(conversations, params)
         finally:
             self.seconds += time.monotonic() - t0
+
+
+def explanation_end(tokenizer, attempt: Attempt) -> int | None:
+    """Index of the last generated token of the explanation (the parser's split: the text before
+    the code, Attempt.explanation_chars characters); None when no token of it holds text."""
+    text, offsets = response_offsets(tokenizer, list(attempt.token_ids))
+    return M.explanation_end_token(text, offsets, min(attempt.explanation_chars, len(text)))
 
 
 def response_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
@@ -291,45 +301,53 @@ class PPOTrainer:
         return sorted(attempts, key=lambda a: a.sample_id), {p.key: p for p, _ in batch}
 
     def rewards(self, attempts: list[Attempt], prompts: dict[str, Prompt]):
-        """(per-rollout RewardParts, [(token index, value)] scores per rollout)."""
+        """(per-rollout RewardParts, [(token index, value)] scores per rollout, explain+refine
+        rollouts whose explanation was missing or could not be located).
+
+        R(r) goes on the last token. R(e) goes on the last explanation token, found from the
+        parser's own split of the answer (Attempt.explanation_chars). An explain+refine rollout
+        without an explanation, or whose explanation ends on no token, gets the R(e) of
+        S_ex = reward.missing_explanation_similarity on its last token: skipping R(e) there would
+        teach the policy to stop explaining (R(e) is negative for most explanations)."""
         from selfdebug import rewards as R
 
-        similarities: dict[int, float] = {}
-        if self.embedder is not None:
-            explained = [(i, a) for i, a in enumerate(attempts)
-                         if a.mode == "explain_refine" and a.explanation.strip() and prompts[a.task_id].reference_explanations]
-            if explained:
-                texts = [a.explanation for _, a in explained]
-                refs = {a.task_id: prompts[a.task_id].reference_explanations for _, a in explained}
-                ref_keys = sorted(refs)
-                flat = [e for k in ref_keys for e in refs[k]]
-                embeddings = self.embedder.encode(texts + flat)
-                ref_emb, start = {}, len(texts)
-                for k in ref_keys:
-                    ref_emb[k] = embeddings[start:start + len(refs[k])]
-                    start += len(refs[k])
-                for (i, a), e in zip(explained, embeddings[: len(texts)]):
-                    similarities[i] = R.cosine_mean(e, ref_emb[a.task_id])
+        ends: dict[int, int | None] = {}  # rollout -> last explanation token (None: missing)
+        if self.cfg.reward.explanation:
+            for i, a in enumerate(attempts):
+                if a.mode == "explain_refine" and prompts[a.task_id].reference_explanations:
+                    ends[i] = explanation_end(self.tokenizer, a) if a.explanation.strip() else None
+        located = [i for i, end in ends.items() if end is not None]
+        similarities = {i: self.cfg.reward.missing_explanation_similarity for i, end in ends.items() if end is None}
+        if located:
+            similarities.update(zip(located, self.similarities([attempts[i] for i in located], prompts)))
         parts, scores = [], []
         for i, a in enumerate(attempts):
             prompt = prompts[a.task_id]
             part = R.score(code=a.code, explanation=a.explanation if a.mode == "explain_refine" else None,
-                           pass_fraction=pass_fraction(a.verdicts), passed=a.passed, reference_codes=prompt.reference_codes,
-                           explanation_similarity=similarities.get(i), cfg=self.cfg.reward)
-            n = len(a.token_ids)
-            items = [(n - 1, part.code_reward)]
+                           pass_fraction=pass_fraction(a.verdicts + a.plus_verdicts), passed=a.passed,
+                           reference_codes=prompt.reference_codes, explanation_similarity=similarities.get(i),
+                           cfg=self.cfg.reward)
+            last = len(a.token_ids) - 1
+            items = [(last, part.code_reward)]
             if part.explanation_reward is not None:
-                text, offsets = response_offsets(self.tokenizer, list(a.token_ids))
-                # No code in the answer: all of it is explanation (parse_completion reads it so too).
-                start = M.code_start_char(text, a.code) if a.code.strip() else len(text)
-                end = M.explanation_end_token(text, offsets, start) if start is not None else None
-                if end is not None:
-                    items.append((end, part.explanation_reward))
-                else:
-                    part = R.RewardParts(part.s_cb, part.s_ut, None, part.passed, part.code_reward, None)
+                end = ends[i]
+                items.append((last if end is None else end, part.explanation_reward))
             parts.append(part)
             scores.append(items)
-        return parts, scores
+        return parts, scores, sum(end is None for end in ends.values())
+
+    def similarities(self, attempts: list[Attempt], prompts: dict[str, Prompt]) -> list[float]:
+        """S_ex of each attempt's explanation against its prompt's E_c, in one embedding call."""
+        from selfdebug import rewards as R
+
+        refs = {a.task_id: prompts[a.task_id].reference_explanations for a in attempts}
+        ref_keys = sorted(refs)
+        embeddings = self.embedder.encode([a.explanation for a in attempts] + [e for k in ref_keys for e in refs[k]])
+        ref_emb, start = {}, len(attempts)
+        for k in ref_keys:
+            ref_emb[k] = embeddings[start:start + len(refs[k])]
+            start += len(refs[k])
+        return [R.cosine_mean(e, ref_emb[a.task_id]) for a, e in zip(attempts, embeddings[: len(attempts)])]
 
     def tensors(self, attempts: list[Attempt]):
         """input ids [B, P + T]: each prompt left-padded to P tokens (as the generator batched it),
@@ -442,7 +460,7 @@ class PPOTrainer:
             log.warning("PPO step %d: every rollout hit an engine error; no update", self.step)
             return metrics
         t1 = time.monotonic()
-        parts, scores = self.rewards(attempts, prompts)
+        parts, scores, missing = self.rewards(attempts, prompts)
         t_reward = time.monotonic() - t1
         t2 = time.monotonic()
         metrics.update(self.update(attempts, scores))
@@ -453,7 +471,7 @@ class PPOTrainer:
         metrics.update({"ppo/pass_rate": float(np.mean([q.passed for q in parts])),
                         "time/generate_s": t_generate, "time/execute_s": max(0.0, t_rollout - t_generate),
                         "time/reward_s": t_reward, "time/update_s": t_update,
-                        "ppo/rollouts": float(len(attempts))})
+                        "ppo/rollouts": float(len(attempts)), "reward/missing_explanation": float(missing)})
         self.tracker.log(metrics, step=self.step + 1)
         self.tracker.histograms({f"reward/{k}": v for k, v in terms.items() if v}, step=self.step + 1)
         return metrics

@@ -103,23 +103,6 @@ class AdaptiveKLController:
         return self.value
 
 
-def code_start_char(response: str, code: str) -> int | None:
-    """Where the code of `response` starts: its opening fence line when the code is fenced, else its
-    first line. None when the code is not found in the response."""
-    first = next((line for line in code.splitlines() if line.strip()), None)
-    if first is None:
-        return None
-    pos = response.find(first)
-    if pos < 0:
-        return None
-    line_start = response.rfind("\n", 0, pos) + 1
-    prev_line_start = response.rfind("\n", 0, max(0, line_start - 1)) + 1
-    prev_line = response[prev_line_start:line_start].strip()
-    if line_start > 0 and (prev_line.startswith("```") or prev_line.startswith("~~~")):
-        return prev_line_start
-    return line_start
-
-
 def explanation_end_token(response: str, offsets: list[tuple[int, int]], code_start: int) -> int | None:
     """Index of the last response token that ends at or before `code_start` and is not whitespace:
     the end of the explanation, where R(e) goes. offsets[i] = (start, end) characters of token i in
