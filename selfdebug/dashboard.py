@@ -19,14 +19,18 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from selfdebug.metrics import OVERALL_KEYS
+
 SECTIONS = ("Evaluation", "Iterative refinement", "PPO rewards", "Training", "Collection")
 MODES = ("refine", "explain_refine")
 # Scoring criteria shown (prefix eval/<name>; see evaluation.EVAL_KEYS): the paper's four benchmarks
 # as evaluate.py 'dataset=[humaneval_plus,mbpp_plus]' scores them, and the overall columns.
-DEFAULT_BENCHMARKS = ("humaneval_plus", "humaneval_plus/base", "mbpp_plus", "mbpp_plus/base", "overall_plus", "overall")
+OVERALL = tuple(OVERALL_KEYS.values())  # the paper's Table 3 columns
+DEFAULT_BENCHMARKS = ("humaneval_plus", "humaneval_plus/base", "mbpp_plus", "mbpp_plus/base", *OVERALL)
 LABELS = {"humaneval_plus": "HumanEval+", "humaneval_plus/base": "HumanEval (base tests)", "mbpp_plus": "MBPP+",
           "mbpp_plus/base": "MBPP (base tests)", "humaneval": "HumanEval", "mbpp": "MBPP", "apps": "APPS",
-          "codecontests": "CodeContests", "overall_plus": "Overall+", "overall": "Overall"}
+          "codecontests": "CodeContests", "mbpp_plus_humaneval_plus": "MBPP+ & HumanEval+",
+          "mbpp_humaneval": "MBPP & HumanEval"}
 DEFAULT_COLLECT_DATASETS = ("mbpp_train",)  # collect.dataset keys (CollectConfig's default)
 # Run attributes W&B groups and filters by besides config keys (everything else is a config key).
 RUN_ATTRIBUTES = ("Group", "JobType", "Name")
@@ -49,10 +53,10 @@ def layout(benchmarks=DEFAULT_BENCHMARKS, ks=(1, 10), rounds: int = 3,
         for k in ks:
             panels.append(Panel("Evaluation", f"{label} pass@{k}: init / refine / explain+refine",
                                 (f"{p}/init/pass@{k}", *(f"{p}/{m}/round1/pass@{k}" for m in MODES))))
-        if not b.startswith("overall"):
+        if b not in OVERALL:
             panels.append(Panel("Evaluation", f"{label} success refinement rate",
                                 tuple(f"{p}/{m}/round1/refine_rate" for m in MODES)))
-        if "/" not in b and not b.startswith("overall"):
+        if "/" not in b and b not in OVERALL:
             panels.append(Panel("Evaluation", f"{label} generated tokens",
                                 (f"{p}/init/tokens", *(f"{p}/{m}/tokens" for m in MODES))))
     for b in benchmarks:  # Iterative refinement: §4.3, up to 3 rounds

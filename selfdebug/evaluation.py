@@ -18,6 +18,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from selfdebug import metrics as M
 from selfdebug.artifacts import JsonlLog, read_jsonl
 from selfdebug.config import RunConfig
@@ -36,7 +38,8 @@ STAGE_LABELS = {INIT: "Init.", "refine": "Refine", "explain_refine": "Expl.+Refi
 # The keys evaluate.py writes (metrics.json and the W&B run summary; dashboards read these names, see
 # selfdebug/dashboard.py). <p> is a scoring criterion: eval/<dataset> (base + plus tests of a "+"
 # dataset, else its base tests), eval/<dataset>/base (base tests only, "+" datasets), or
-# eval/overall | eval/overall_plus (task-weighted means over the datasets, pass@k only); <mode> is
+# eval/mbpp_humaneval | eval/mbpp_plus_humaneval_plus (the paper's overall columns: pooled over
+# MBPP + HumanEval with base tests, over MBPP+ + HumanEval+ with base+plus tests; pass@k only); <mode> is
 # refine | explain_refine, <r> a round 1..rounds, <k> one of cfg.k. tests/test_dashboard.py checks that
 # compute_metrics writes nothing else. Explanation judging adds judge/* (selfdebug/judging.py).
 EVAL_KEYS = (
@@ -219,7 +222,7 @@ def compute_metrics(datasets: dict[str, Dataset], results: dict[str, list[Attemp
             criterion = prefix[len(f"eval/{key}"):].lstrip("/")  # "" (the dataset's own tests) or "base"
             for mode in modes or [INIT]:
                 chains = first_pass_rounds(attempts, task_ids, mode, strict)
-                detail["first_pass"]["/".join(filter(None, [criterion, mode]))] = chains
+                detail["first_pass"][M.first_pass_name(criterion, mode)] = chains
                 for s in M.summarize_rounds(list(chains.values()), rounds if mode != INIT else 0, ks):
                     stage = f"{INIT}" if s.round == 0 else f"{mode}/round{s.round}"
                     for k, v in s.pass_at.items():
@@ -228,7 +231,7 @@ def compute_metrics(datasets: dict[str, Dataset], results: dict[str, list[Attemp
                         out[f"{prefix}/{stage}/refine_rate"] = s.refinement_success_rate
                         out[f"{prefix}/{stage}/n_wrong"] = s.n_wrong_initial
                         out[f"{prefix}/{stage}/n_fixed"] = s.n_fixed
-    out.update(_overall(datasets, out))
+    out.update(_overall(per_task, modes, rounds, ks))
     out[PER_TASK] = per_task
     return out
 
@@ -246,27 +249,20 @@ def _token_metrics(out: dict, key: str, attempts: list[Attempt], modes) -> None:
             out[f"eval/{key}/{mode}/round{rnd}/n_samples"] = sum(a.round == rnd for a in mine)
 
 
-def _overall(datasets: dict[str, Dataset], out: dict[str, float]) -> dict[str, float]:
-    """The paper's "overall" columns: task-count-weighted means. `overall` uses the base tests of
-    every dataset (like MBPP & HumanEval), `overall_plus` the base+plus of the "+" datasets."""
-    groups: dict[str, dict[str, str]] = {"eval/overall": {}, "eval/overall_plus": {}}
-    for key, ds in datasets.items():
-        has_plus = any(p.plus is not None for p in ds.problems)
-        groups["eval/overall"][key] = f"eval/{key}/base" if has_plus else f"eval/{key}"
-        if has_plus:
-            groups["eval/overall_plus"][key] = f"eval/{key}"
-    combined: dict[str, float] = {}
-    for group, prefixes in groups.items():
-        if len(prefixes) < 2:
-            continue
-        suffixes = {k[len(p):] for p in prefixes.values() for k in out
-                    if k.startswith(p + "/") and "pass@" in k and k[len(p) + 1:].split("/")[0] != "base"}
-        for suffix in sorted(suffixes):
-            values = {d: out.get(p + suffix) for d, p in prefixes.items()}
-            if any(v is None for v in values.values()):
-                continue
-            combined[group + suffix] = M.overall(values, {d: len(datasets[d].problems) for d in values})
-    return combined
+def _overall(per_task: dict, modes, rounds: int, ks) -> dict[str, float]:
+    """The paper's two "overall" columns (Table 3), computed as the report computes them (the mean
+    over the pooled tasks of the member benchmarks, metrics.pass_strata): eval/mbpp_humaneval (MBPP
+    and HumanEval, base tests) and eval/mbpp_plus_humaneval_plus (MBPP+ and HumanEval+, base+plus).
+    A column is written only when the run has every member benchmark."""
+    stages = [(INIT, None, 0)] + [(f"{m}/round{r}", m, r) for m in modes for r in range(1, rounds + 1)]
+    out: dict[str, float] = {}
+    for label, benchmarks in M.OVERALL.items():
+        for stage, mode, rnd in stages:
+            for k in ks:
+                strata, missing = M.pass_strata(per_task, benchmarks, mode, rnd, k)
+                if not missing:
+                    out[f"eval/{M.OVERALL_KEYS[label]}/{stage}/pass@{k}"] = float(np.concatenate(strata).mean())
+    return out
 
 
 def results_table(out: dict[str, float], datasets: dict[str, Dataset], modes, rounds: int, ks) -> str:

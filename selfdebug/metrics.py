@@ -1,5 +1,5 @@
-"""Evaluation maths (LeDex §1.5): unbiased pass@k, refinement success rate, weighted "overall"
-columns, bootstrap CIs over problems, per-round summaries and the Table-2-style markdown table.
+"""Evaluation maths (LeDex §1.5): unbiased pass@k, refinement success rate, the paper's benchmark
+and "overall" columns (task-pooled), bootstrap CIs over problems, per-round summaries and the Table-2-style markdown table.
 
 All rates are fractions in [0, 1]; `format_table` prints them as percentages like the paper.
 """
@@ -54,16 +54,93 @@ def refinement_success_rate(n_wrong: int, n_fixed: int) -> float:
     return n_fixed / n_wrong if n_wrong else float("nan")
 
 
-def overall(values_by_dataset: Mapping[str, float], n_tasks_by_dataset: Mapping[str, int]) -> float:
-    """The paper's "overall" columns (Table 3): mean over datasets weighted by task count,
-    e.g. M&H = (500 * MBPP + 164 * HumanEval) / 664."""
-    missing = [d for d in values_by_dataset if d not in n_tasks_by_dataset]
-    if missing:
-        raise KeyError(f"no task count for dataset(s) {missing}; pass them in n_tasks_by_dataset")
-    total = sum(n_tasks_by_dataset[d] for d in values_by_dataset)
-    if total <= 0:
-        raise ValueError("overall needs a positive total task count")
-    return sum(v * n_tasks_by_dataset[d] for d, v in values_by_dataset.items()) / total
+# ------------------------------------------------------------------ the paper's columns
+# Paper column -> where a run's numbers for it come from, in order of preference: (dataset key,
+# criterion); criterion "" = the dataset's own tests (base+plus for "+" sets), "base" = the base
+# tests only. HumanEval+'s base tests ARE HumanEval's, on the same 164 tasks; MBPP+'s base tests
+# cover a subset of MBPP's 500 tasks, so they do not stand in for MBPP.
+BENCHMARKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "MBPP": (("mbpp", ""),),
+    "HumanEval": (("humaneval", ""), ("humaneval_plus", "base")),
+    "MBPP+": (("mbpp_plus", ""),),
+    "HumanEval+": (("humaneval_plus", ""),),
+}
+# The paper's two "overall" columns (Table 3): the mean over the pooled tasks of their benchmarks
+# (= task-count-weighted), and the name of each in metrics.json / W&B (eval/<name>/...).
+OVERALL = {"MBPP&HumanEval": ("MBPP", "HumanEval"), "MBPP+&HumanEval+": ("MBPP+", "HumanEval+")}
+OVERALL_KEYS = {"MBPP&HumanEval": "mbpp_humaneval", "MBPP+&HumanEval+": "mbpp_plus_humaneval_plus"}
+
+Chains = list[list[int | None]]  # per task, the first passing round of each sample chain (None = never)
+
+
+def first_pass_name(criterion: str, mode: str) -> str:
+    """The key of a per_task first_pass entry: "refine", "base/explain_refine", ..."""
+    return "/".join(filter(None, [criterion, mode]))
+
+
+def split_first_pass_name(name: str) -> tuple[str, str]:
+    """first_pass_name's inverse: "base/explain_refine" -> ("base", "explain_refine")."""
+    criterion, _, mode = name.rpartition("/")
+    return criterion, mode
+
+
+def benchmark_source(per_task: Mapping, benchmark: str) -> tuple[str, str] | None:
+    """The (dataset key, criterion) a run's per_task block has for a paper column, or None."""
+    for key, criterion in BENCHMARKS[benchmark]:
+        detail = per_task.get(key)
+        if detail and any(split_first_pass_name(m)[0] == criterion for m in detail["first_pass"]):
+            return key, criterion
+    return None
+
+
+def benchmark_chains(per_task: Mapping, benchmark: str, mode: str | None) -> Chains | None:
+    """The chains of a paper column in a run's per_task block, or None when the run lacks the
+    benchmark or the mode. mode None: any mode (only round 0, the initial code, is read then)."""
+    source = benchmark_source(per_task, benchmark)
+    if source is None:
+        return None
+    key, criterion = source
+    first_pass = per_task[key]["first_pass"]
+    names = [m for m in first_pass if split_first_pass_name(m)[0] == criterion
+             and (mode is None or split_first_pass_name(m)[1] == mode)]
+    if not names:
+        return None
+    return [[None if r is None else int(r) for r in chain] for chain in first_pass[names[0]].values()]
+
+
+def solved_counts(chains: Chains, rnd: int) -> list[tuple[int, int]]:
+    """(n, c) per task after round `rnd`: a chain is solved if it passed at some round <= rnd."""
+    return [(len(c), sum(r is not None and r <= rnd for r in c)) for c in chains]
+
+
+def pass_values(chains: Chains, k: int, rnd: int) -> np.ndarray | None:
+    """Per-task unbiased pass@k after round `rnd`; None when some task has fewer than k samples."""
+    counts = solved_counts(chains, rnd)
+    if not reportable_ks(counts, [k]):
+        return None
+    return np.array([pass_at_k(n, c, k) for n, c in counts])
+
+
+def refine_rows(chains: Chains, rnd: int) -> np.ndarray:
+    """Per task [wrong initial samples, of those fixed by round rnd]: the success refinement rate
+    pools them, sum(fixed) / sum(wrong)."""
+    return np.array([[sum(r != 0 for r in c), sum(r is not None and 1 <= r <= rnd for r in c)] for c in chains],
+                    dtype=float).reshape(-1, 2)
+
+
+def pass_strata(per_task: Mapping, benchmarks: Sequence[str], mode: str | None, rnd: int, k: int
+                ) -> tuple[list[np.ndarray], list[str]]:
+    """(per-task pass@k of each benchmark the run has, the benchmarks it lacks): the strata of a
+    Table 2 cell (one benchmark) or of an overall column (their pooled mean)."""
+    strata, missing = [], []
+    for b in benchmarks:
+        chains = benchmark_chains(per_task, b, mode)
+        values = pass_values(chains, k, rnd) if chains else None
+        if values is None or not len(values):
+            missing.append(b)
+        else:
+            strata.append(values)
+    return strata, missing
 
 
 def bootstrap_ci(

@@ -36,17 +36,7 @@ from selfdebug import metrics as M
 
 PAPER_CSV = Path(__file__).resolve().parent / "paper" / "ledex_results.csv"
 
-# Paper column -> where a run's numbers for it come from, in order of preference:
-# (dataset key, criterion), criterion "" = the dataset's own tests (base+plus for "+" sets), "base" =
-# the base tests only. HumanEval+'s base tests ARE HumanEval's, on the same 164 tasks; MBPP+'s base
-# tests cover a subset of MBPP's 500 tasks, so they do not stand in for MBPP.
-BENCHMARKS: dict[str, tuple[tuple[str, str], ...]] = {
-    "MBPP": (("mbpp", ""),),
-    "HumanEval": (("humaneval", ""), ("humaneval_plus", "base")),
-    "MBPP+": (("mbpp_plus", ""),),
-    "HumanEval+": (("humaneval_plus", ""),),
-}
-OVERALL = {"MBPP&HumanEval": ("MBPP", "HumanEval"), "MBPP+&HumanEval+": ("MBPP+", "HumanEval+")}
+BENCHMARKS, OVERALL = M.BENCHMARKS, M.OVERALL  # the paper's columns; selfdebug/metrics.py
 # Row label -> (mode, round): the initial code is round 0 of any mode's chains.
 STAGES = {"Init.": (None, 0), "Refine": ("refine", 1), "Expl.+Refine": ("explain_refine", 1)}
 APPROACHES = ("Prompt.", "SFT", "RL")
@@ -110,25 +100,12 @@ class Run:
 
     def source(self, benchmark: str) -> tuple[str, str] | None:
         """The (dataset, criterion) this run has for a paper column, or None."""
-        for key, criterion in BENCHMARKS[benchmark]:
-            detail = self.per_task.get(key)
-            if detail and any(_criterion_mode(m)[0] == criterion for m in detail["first_pass"]):
-                return key, criterion
-        return None
+        return M.benchmark_source(self.per_task, benchmark)
 
-    def chains(self, benchmark: str, mode: str | None) -> list[list[int | None]] | None:
+    def chains(self, benchmark: str, mode: str | None) -> M.Chains | None:
         """Per task, the first passing round of every sample chain (None = never), or None when
         the run lacks the benchmark or the mode. mode None: any mode (only round 0 is read)."""
-        source = self.source(benchmark)
-        if source is None:
-            return None
-        key, criterion = source
-        first_pass = self.per_task[key]["first_pass"]
-        names = [m for m in first_pass if _criterion_mode(m)[0] == criterion
-                 and (mode is None or _criterion_mode(m)[1] == mode)]
-        if not names:
-            return None
-        return [[None if r is None else int(r) for r in chain] for chain in first_pass[names[0]].values()]
+        return M.benchmark_chains(self.per_task, benchmark, mode)
 
     def provenance(self) -> str:
         meta, cfg = self.meta, self.config
@@ -144,13 +121,6 @@ class Run:
                 f"sampling n={sampling.get('n')} T={sampling.get('temperature')} top_p={sampling.get('top_p')} "
                 f"max_new_tokens={sampling.get('max_new_tokens')}; refine T={refine.get('temperature')} "
                 f"max_new_tokens={refine.get('max_new_tokens')}; git {git}; {meta.get('created_at', '')}")
-
-
-def _criterion_mode(name: str) -> tuple[str, str]:
-    """A per_task first_pass key -> (criterion, mode): "refine" -> ("", "refine"),
-    "base/explain_refine" -> ("base", "explain_refine") (evaluation.compute_metrics writes them)."""
-    criterion, _, mode = name.rpartition("/")
-    return criterion, mode
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
@@ -203,26 +173,6 @@ class Cell:
     partial: tuple[str, ...] = ()
 
 
-def solved_counts(chains: list[list[int | None]], rnd: int) -> list[tuple[int, int]]:
-    """(n, c) per task after round `rnd`: a chain is solved if it passed at some round <= rnd."""
-    return [(len(c), sum(r is not None and r <= rnd for r in c)) for c in chains]
-
-
-def pass_values(chains: list[list[int | None]], k: int, rnd: int) -> np.ndarray | None:
-    """Per-task unbiased pass@k after round `rnd`; None when some task has fewer than k samples."""
-    counts = solved_counts(chains, rnd)
-    if not M.reportable_ks(counts, [k]):
-        return None
-    return np.array([M.pass_at_k(n, c, k) for n, c in counts])
-
-
-def refine_rows(chains: list[list[int | None]], rnd: int) -> np.ndarray:
-    """Per task [wrong initial samples, of those fixed by round rnd]: the success refinement rate
-    pools them, sum(fixed) / sum(wrong)."""
-    return np.array([[sum(r != 0 for r in c), sum(r is not None and 1 <= r <= rnd for r in c)] for c in chains],
-                    dtype=float).reshape(-1, 2)
-
-
 def _pooled_mean(resampled: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(resampled, axis=1).mean(axis=1)
 
@@ -250,14 +200,7 @@ def pass_cell(run: Run, benchmarks: Sequence[str], stage: str, k: int, n_boot: i
     """pass@k of a stage over one benchmark, or the task-count-weighted mean over several (the
     paper's "overall" = the mean over the pooled tasks). None when the run has none of them."""
     mode, rnd = STAGES[stage]
-    strata, missing = [], []
-    for b in benchmarks:
-        chains = run.chains(b, mode)
-        values = pass_values(chains, k, rnd) if chains else None
-        if values is None or not len(values):
-            missing.append(b)
-        else:
-            strata.append(values)
+    strata, missing = M.pass_strata(run.per_task, benchmarks, mode, rnd, k)
     if not strata:
         return None
     return estimate(strata, _pooled_mean, n_boot, seed, tuple(missing) if len(benchmarks) > 1 else ())
@@ -268,7 +211,7 @@ def refine_rate_cell(run: Run, mode: str, n_boot: int, seed: int) -> Cell | None
     strata, missing = [], []
     for b in BENCHMARKS:
         chains = run.chains(b, mode)
-        rows = refine_rows(chains, 1) if chains else None
+        rows = M.refine_rows(chains, 1) if chains else None
         if rows is None or not len(rows) or rows[:, 0].sum() == 0:
             missing.append(b)
         else:
@@ -503,7 +446,7 @@ def table10(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bo
             cells = []
             for b, stage in columns:
                 chains = run.chains(b, STAGES[stage][0])
-                rows = refine_rows(chains, 1) if chains else None
+                rows = M.refine_rows(chains, 1) if chains else None
                 ok = rows is not None and len(rows) and rows[:, 0].sum() > 0
                 cells.append(fmt(estimate([rows], _mean_of_rates, n_boot, seed)) if ok else "-")
             table.rows.append([model, f"ours [{run.index}]", "", ""] + cells)
@@ -595,7 +538,7 @@ def plot_iterative(runs: list[Run], path: Path) -> Path | None:
                 continue
             rounds = max(int(run.config.get("rounds") or 1),
                          max((r for c in chains for r in c if r is not None), default=0))
-            ys = [pass_values(chains, 1, r) for r in range(rounds + 1)]
+            ys = [M.pass_values(chains, 1, r) for r in range(rounds + 1)]
             if all(y is not None for y in ys):
                 out.append((mode, mode, list(range(rounds + 1)), [100 * float(y.mean()) for y in ys]))
         return out
@@ -622,12 +565,12 @@ def cost_curves(run: Run, benchmark: str, mode: str) -> dict[str, tuple[list[flo
     n = min(len(c) for c in chains)
     ks = list(range(1, n + 1))
     curves = {"initial": ([k * per_sample for k in ks],
-                          [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in solved_counts(chains, 0)])) for k in ks])}
+                          [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in M.solved_counts(chains, 0)])) for k in ks])}
     chain_tokens = per_sample
     rnd = 1
     while f"eval/{key}/{mode}/round{rnd}/tokens" in m:
         chain_tokens += m[f"eval/{key}/{mode}/round{rnd}/tokens"] / n_init
-        counts = solved_counts(chains, rnd)
+        counts = M.solved_counts(chains, rnd)
         curves[f"{mode} r{rnd}"] = ([k * chain_tokens for k in ks],
                                     [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in counts])) for k in ks])
         rnd += 1

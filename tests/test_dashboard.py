@@ -96,7 +96,7 @@ def test_every_panel_reads_a_key_the_code_writes(eval_keys):
     for p in panels:
         keys[p.section].update(p.keys)
     assert {"eval/humaneval_plus/init/pass@10", "eval/mbpp_plus/explain_refine/round1/pass@1",
-            "eval/overall_plus/refine/round1/pass@1", "eval/humaneval_plus/refine/round1/refine_rate"} <= keys["Evaluation"]
+            "eval/mbpp_plus_humaneval_plus/refine/round1/pass@1", "eval/humaneval_plus/refine/round1/refine_rate"} <= keys["Evaluation"]
     assert {f"eval/mbpp_plus/{m}/round{r}/pass@1" for m in MODES for r in (1, 2, 3)} <= keys["Iterative refinement"]
     assert {"reward/total/mean", "reward/code/mean", "reward/explanation/mean", "ppo/kl", "ppo/value_loss",
             "ppo/policy_loss", "ppo/entropy"} <= keys["PPO rewards"]
@@ -106,7 +106,7 @@ def test_every_panel_reads_a_key_the_code_writes(eval_keys):
 
 
 def _pattern(template: str) -> str:
-    parts = {"<p>": r"eval/(?:overall|overall_plus|[a-z0-9_]+(?:/base)?)", "<dataset>": r"[a-z0-9_]+",
+    parts = {"<p>": r"eval/[a-z0-9_]+(?:/base)?", "<dataset>": r"[a-z0-9_]+",
              "<mode>": "(?:refine|explain_refine)", "<r>": r"[1-9]\d*", "<k>": r"[1-9]\d*"}
     return "".join(parts.get(piece, re.escape(piece)) for piece in re.split(r"(<[a-z]+>)", template))
 

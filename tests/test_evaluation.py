@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfdebug import evaluation
+from selfdebug import metrics as M
 from selfdebug.config import RunConfig, compose, to_typed
 from selfdebug.data import load_dataset
 from selfdebug.generation import Completion
@@ -228,7 +229,79 @@ def test_report_recomputes_the_evaluators_numbers_from_metrics_json(tmp_path, hu
                 cell = report.pass_cell(run, [benchmark], stage, k, n_boot=0, seed=0)
                 assert cell.value == pytest.approx(out[f"{prefix}/{key}/pass@{k}"])
         for mode in ("refine", "explain_refine"):
-            rows = report.refine_rows(run.chains(benchmark, mode), 1)
+            rows = M.refine_rows(run.chains(benchmark, mode), 1)
             assert rows[:, 1].sum() / rows[:, 0].sum() == pytest.approx(out[f"{prefix}/{mode}/round1/refine_rate"])
     assert out["eval/humaneval_plus/init/n_samples"] == 3 * len(humaneval_plus.problems)
     assert out["eval/humaneval_plus/refine/round1/n_samples"] == out["eval/humaneval_plus/refine/round1/n_wrong"]
+
+
+class HiddenTestFailer(ScriptedGenerator):
+    """Initial samples pass the base tests and fail the hidden (plus) ones: the canonical solution
+    for the first calls of a process, a wrong answer afterwards (HumanEval/0 has 7 base asserts;
+    the plus suite runs in a process of its own and fails at its 8th input)."""
+
+    def generate(self, conversations, params):
+        out = super().generate(conversations, params)
+        for i, conv in enumerate(conversations):
+            if len(conv) == 1:
+                p = next(p for p in self.by_prompt if p.entry_point in conv[0]["content"])
+                body = p.canonical_solution[len(p.prompt):] if p.canonical_solution.startswith(p.prompt) else p.canonical_solution
+                code = (f"_calls = [0]\n\n{p.prompt}    _calls[0] += 1\n    if _calls[0] > 7:\n        return None\n"
+                        f"    return _inner(numbers, threshold)\n\n\ndef _inner(numbers, threshold):\n{body}")
+                out[i] = [Completion(text=f"```python\n{code}\n```", n_tokens=50, finish_reason="stop")] * params.n
+        return out
+
+
+def test_refinement_feedback_never_shows_hidden_tests(tmp_path):
+    """LEDEX.md §1.5: feedback from the base tests only. A sample that passes base and fails plus is
+    refined with a feedback turn that reveals no plus input or expected value, anywhere."""
+    from selfdebug.episode import jobs_for
+    from selfdebug.execution import Executor
+    from selfdebug.prompts import HIDDEN_FAIL_FEEDBACK
+
+    ds = load_dataset("humaneval_plus", path=HEP, task_ids=["HumanEval/0"])
+    cfg = make_cfg(tmp_path, "sampling.n=1", "k=[1]")
+    gen = HiddenTestFailer(ds.problems)
+    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": ds})
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    [initial] = [r for r in records if r["mode"] == "init"]
+    assert (initial["status"], initial["plus_status"], initial["feedback"]) == ("pass", "fail", "")
+    assert out["eval/humaneval_plus/base/init/pass@1"] == 1.0 and out["eval/humaneval_plus/init/pass@1"] == 0.0
+    refinements = [r for r in records if r["mode"] != "init"]
+    assert {r["mode"] for r in refinements} == {"refine", "explain_refine"}  # it is wrong: refined
+    for r in refinements:
+        assert r["messages"][2]["content"].startswith(HIDDEN_FAIL_FEEDBACK)
+    # what the plus failure says (its input and expected value) appears nowhere
+    [problem] = ds.problems
+    with Executor(cfg.execution.sandbox()) as ex:
+        [plus] = ex.run_all(jobs_for(problem, initial["code"], "x")[1:])
+    assert plus.status == "fail" and "expect has_close_elements(" in plus.feedback
+    hidden_call = plus.feedback.split("expect ", 1)[1].split(" == ")[0]
+    written = (tmp_path / "samples.jsonl").read_text() + json.dumps(out)
+    assert hidden_call not in written and "expect has_close_elements(" not in written
+
+
+def test_overall_columns_are_the_reports(tmp_path, humaneval_plus):
+    """eval/mbpp_plus_humaneval_plus is the paper's "MBPP+ & HumanEval+" column exactly as the report
+    computes it (tasks pooled over both benchmarks); MBPP & HumanEval needs MBPP, absent here."""
+    from selfdebug import report
+    from selfdebug.tracking import write_metrics
+
+    mbpp_plus = load_dataset("mbpp_plus", path=SHARED / "MbppPlus-767efcc.jsonl.gz", task_ids=["Mbpp/2", "Mbpp/3", "Mbpp/4"])
+    cfg = make_cfg(tmp_path)
+    datasets = {"humaneval_plus": humaneval_plus, "mbpp_plus": mbpp_plus}
+    out = evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems + mbpp_plus.problems),
+                              datasets=datasets)
+    write_metrics(tmp_path, out, {"config": {"model": {"name": "scripted"}}})
+    [run] = report.load_runs([tmp_path])
+    assert not any(k.startswith("eval/overall") or k.startswith("eval/mbpp_humaneval/") for k in out)
+    keys = [k for k in out if k.startswith("eval/mbpp_plus_humaneval_plus/")]
+    assert len(keys) == 3 * 2  # init, refine, explain_refine x k = 1, 2
+    for stage, key in (("Init.", "init"), ("Refine", "refine/round1"), ("Expl.+Refine", "explain_refine/round1")):
+        for k in (1, 2):
+            cell = report.pass_cell(run, M.OVERALL["MBPP+&HumanEval+"], stage, k, n_boot=0, seed=0)
+            value = out[f"eval/mbpp_plus_humaneval_plus/{key}/pass@{k}"]
+            assert cell.value == pytest.approx(value)
+            # pooled over the 5 tasks = weighted by task count (2 HumanEval+, 3 MBPP+)
+            assert value == pytest.approx((2 * out[f"eval/humaneval_plus/{key}/pass@{k}"]
+                                           + 3 * out[f"eval/mbpp_plus/{key}/pass@{k}"]) / 5)

@@ -12,7 +12,7 @@ from selfdebug.metrics import (
     bootstrap_ci,
     format_table,
     mean_pass_at_k,
-    overall,
+    pass_strata,
     pass_at_k,
     refinement_success_rate,
     reportable_ks,
@@ -70,16 +70,28 @@ def test_refinement_success_rate() -> None:
         refinement_success_rate(n_wrong=3, n_fixed=4)
 
 
-def test_overall_reproduces_table_3_from_table_2() -> None:
-    n = {"mbpp": 500, "humaneval": 164}
-    # StarCoder-15B SFT Expl.+Refine pass@1: (500 * 57.11 + 164 * 47.37) / 664 = 36323.68 / 664.
-    value = overall({"mbpp": 57.11, "humaneval": 47.37}, n)
-    assert value == pytest.approx(36323.68 / 664)
-    assert abs(value - 54.71) < 0.01  # Table 3 prints 54.71
-    # CodeLlama-13B RL Refine pass@1: (500 * 61.98 + 164 * 61.71) / 664 = 61.913..., Table 3: 61.91.
-    assert overall({"mbpp": 61.98, "humaneval": 61.71}, n) == pytest.approx(61.91, abs=0.005)
-    with pytest.raises(KeyError, match="mbpp_plus"):
-        overall({"mbpp_plus": 0.5}, n)
+def _per_task(key: str, criterion: str, solved: list[int], n: int = 1) -> dict:
+    """A per_task block: task i has n chains, solved[i] of them passing at round 0."""
+    chains = {f"{key}/{i}": [0] * c + [None] * (n - c) for i, c in enumerate(solved)}
+    name = "/".join(filter(None, [criterion, "refine"]))
+    return {key: {"first_pass": {name: chains}}}
+
+
+def test_overall_pools_tasks_and_reproduces_table_3_from_table_2() -> None:
+    # StarCoder-15B SFT Expl.+Refine pass@1: MBPP 57.11 (500 tasks), HumanEval 47.37 (164 tasks);
+    # pooled: (500 * 57.11 + 164 * 47.37) / 664 = 36323.68 / 664 = 54.7043, Table 3 prints 54.71.
+    # 100 samples per task: task i of MBPP solves 57 or 58 of them so that the mean is 57.11.
+    mbpp = [58] * 55 + [57] * 445  # (55 * 58 + 445 * 57) / 500 = 57.11
+    humaneval = [48] * 61 + [47] * 103  # (61 * 48 + 103 * 47) / 164 = 47.3719...
+    per_task = {**_per_task("mbpp", "", mbpp, 100), **_per_task("humaneval_plus", "base", humaneval, 100)}
+    strata, missing = pass_strata(per_task, ["MBPP", "HumanEval"], None, 0, 1)
+    assert missing == [] and [len(s) for s in strata] == [500, 164]
+    value = 100 * float(np.concatenate(strata).mean())
+    assert value == pytest.approx((500 * 57.11 + 164 * sum(humaneval) / 164) / 664)
+    assert abs(value - 54.71) < 0.01
+    # MBPP+'s base tests do not stand in for MBPP: the column misses it
+    strata, missing = pass_strata(_per_task("mbpp_plus", "base", [1]), ["MBPP", "HumanEval"], None, 0, 1)
+    assert strata == [] and missing == ["MBPP", "HumanEval"]
 
 
 def test_bootstrap_ci_contains_mean_and_is_deterministic() -> None:
