@@ -514,30 +514,48 @@ def _as_text(value: Any) -> str:
 
 
 def _read_apps(path: str | os.PathLike | None, split: str) -> _Source:
-    """APPS stdin/stdout problems. Call-based ones (`fn_name` set: LeetCode-style classes with loosely
-    specified outputs) and problems without tests are skipped."""
+    """APPS problems: stdin/stdout ones and call-based ones (`fn_name` set: LeetCode-style
+    `class Solution` methods or Codewars-style functions, called with JSON arguments). Problems
+    without tests are skipped."""
     raw, label, sha256 = _hf_rows("apps", path, split)
     rows = []
     for r in raw:
         io_spec = json.loads(r["input_output"]) if r.get("input_output") else {}
-        if io_spec.get("fn_name") or not io_spec.get("inputs"):
+        if not io_spec.get("inputs"):
             continue
         rows.append({**r, "task_id": f"apps/{split}/{r['problem_id']}", "io": io_spec})
     return _Source(rows, label, sha256)
 
 
+# A call-based APPS task: the statement, then the starter code the solution must keep.
+APPS_CALL_PROMPT = "{question}\n\nStart from this code (keep its names):\n```python\n{starter}\n```"
+
+
 def _apps_problem(row: dict) -> Problem:
+    """All of APPS' tests are the problem's own (training data: there is no hidden split), so they
+    are the base suite, whose failures are shown as feedback. Call-based tests are compared the way
+    APPS' own testing_util does (execution oracle "apps")."""
     solutions = json.loads(row["solutions"]) if row.get("solutions") else []
     inputs, outputs = row["io"]["inputs"], row["io"]["outputs"]
+    fn_name = row["io"].get("fn_name") or ""
+    if fn_name:
+        starter = (row.get("starter_code") or "").strip("\n")
+        prompt = APPS_CALL_PROMPT.format(question=row["question"].strip(), starter=starter) if starter.strip() \
+            else row["question"]
+        suite = TestSuite(kind="call", tests=tuple(map(tuple, inputs)), expected=tuple(outputs), entry_point=fn_name,
+                          oracle="apps")
+    else:
+        prompt = row["question"]
+        suite = TestSuite(kind="stdio", tests=tuple(map(_as_text, inputs)), expected=tuple(map(_as_text, outputs)))
     return Problem(
         task_id=row["task_id"],
         dataset="apps",
-        prompt=row["question"],
-        entry_point="",
-        starter_code="",
+        prompt=prompt,
+        entry_point=fn_name,
+        starter_code="",  # in the prompt: a class stub is not a function to continue (HumanEval style)
         canonical_solution=solutions[0] if solutions else "",
         test_examples=(),
-        base=TestSuite(kind="stdio", tests=tuple(map(_as_text, inputs)), expected=tuple(map(_as_text, outputs))),
+        base=suite,
     )
 
 
@@ -550,7 +568,8 @@ CODECONTESTS_PYTHON3 = 3  # `solutions.language` enum: 0 unknown, 1 python2, 2 c
 
 
 def _codecontests_problem(row: dict) -> Problem:
-    """base = public + private tests (the problem's own); plus = generated tests (AlphaCode's mutations)."""
+    """base = the public tests (the statement's examples: their failures are shown as feedback);
+    plus = the hidden private + generated tests (AlphaCode's mutations). Correct = passes all."""
 
     def stdio(*groups: dict) -> TestSuite:
         tests = [t for g in groups for t in g["input"]]
@@ -559,7 +578,7 @@ def _codecontests_problem(row: dict) -> Problem:
 
     sols = row.get("solutions") or {"language": [], "solution": []}
     python = [s for lang, s in zip(sols["language"], sols["solution"]) if lang == CODECONTESTS_PYTHON3]
-    generated = row.get("generated_tests") or {"input": [], "output": []}
+    hidden = [g for g in (row.get("private_tests"), row.get("generated_tests")) if g and g["input"]]
     return Problem(
         task_id=row["task_id"],
         dataset="codecontests",
@@ -568,6 +587,6 @@ def _codecontests_problem(row: dict) -> Problem:
         starter_code="",
         canonical_solution=python[0] if python else "",
         test_examples=(),
-        base=stdio(row["public_tests"], row["private_tests"]),
-        plus=stdio(generated) if generated["input"] else None,
+        base=stdio(row["public_tests"]),
+        plus=stdio(*hidden) if hidden else None,
     )

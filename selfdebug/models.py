@@ -331,19 +331,30 @@ def write_lineage(adapter_dir: str | Path, parent_adapter: str | None) -> None:
     (Path(adapter_dir) / LINEAGE_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
+def is_full_model(folder: str | Path) -> bool:
+    """A full model folder (train.py's `final/` after full fine-tuning), not a LoRA adapter."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
+
+
 def adapter_chain(adapter_dir: str | Path) -> list[Path]:
-    """The adapters to merge into the base model, parent first, ending with `adapter_dir`."""
+    """What to apply to the base model, oldest first, ending with `adapter_dir` (a train.py `final/`):
+    LoRA adapters, each following its lineage to the one it was trained on; a full fine-tuned model
+    ends the walk and comes first, as the model the later adapters sit on (it replaces the base)."""
     import json
 
     chain: list[Path] = []
     current: Path | None = Path(adapter_dir)
     while current is not None:
-        if not (current / "adapter_config.json").is_file():
-            raise ModelResolveError(
-                f"model.adapter={current}: not a LoRA adapter dir (no adapter_config.json). A full fine-tuned "
-                f"checkpoint is a model: pass it as model.source instead")
         if current in chain:
             raise ModelResolveError(f"{current / LINEAGE_FILE}: the adapter lineage has a cycle")
+        if is_full_model(current):
+            chain.insert(0, current)
+            break
+        if not (current / "adapter_config.json").is_file():
+            raise ModelResolveError(
+                f"model.adapter={current}: neither a LoRA adapter (adapter_config.json) nor a full model "
+                f"(config.json): pass a train.py run's final/ dir")
         chain.insert(0, current)
         lineage = current / LINEAGE_FILE
         parent = json.loads(lineage.read_text()).get("parent_adapter") if lineage.is_file() else None
@@ -351,35 +362,51 @@ def adapter_chain(adapter_dir: str | Path) -> list[Path]:
     return chain
 
 
-def merge_adapters(model, adapter_dir: str | Path):
-    """`model` with the adapter chain of `adapter_dir` merged into its weights (a plain model)."""
+def split_chain(base_path: str | Path, adapter_dir: str | Path | None) -> tuple[Path | str, list[Path]]:
+    """(the model folder to load, the LoRA adapters to merge into it in order) for the base model +
+    model.adapter: a full fine-tuned model in the chain replaces `base_path`."""
+    if not adapter_dir:
+        return base_path, []
+    chain = adapter_chain(adapter_dir)
+    if is_full_model(chain[0]):
+        return chain[0], chain[1:]
+    return base_path, chain
+
+
+def merge_adapters(model, adapters: list[Path]):
+    """`model` with the LoRA adapters merged into its weights in order (a plain model)."""
     from peft import PeftModel
 
-    for adapter in adapter_chain(adapter_dir):
+    for adapter in adapters:
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     return model
 
 
 def load_merged(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto"):
-    """The base model in its generation dtype (generation.hf.load_dtype, for the GPU if there is
-    one) with the adapter chain of `adapter_dir` merged into its weights."""
+    """The model of base + `adapter_dir`'s chain (split_chain), in its generation dtype
+    (generation.hf.load_dtype, for the GPU if there is one), adapters merged into its weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from selfdebug.generation.hf import load_dtype
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return merge_adapters(AutoModelForCausalLM.from_pretrained(base_path, dtype=load_dtype(dtype, device)), adapter_dir)
+    path, adapters = split_chain(base_path, adapter_dir)
+    return merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(dtype, device)), adapters)
 
 
 def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto") -> Path:
-    """A full model folder of base + the adapter chain of `adapter_dir`, for engines that apply one
-    LoRA at most (vLLM: PPO's adapter sits on the SFT adapter). Written once to
-    `<adapter_dir>/merged_model` (atomically: a killed merge leaves no half folder) and reused."""
+    """A full model folder of base + the chain of `adapter_dir`, for engines that apply one LoRA at
+    most (vLLM: PPO's adapter sits on the SFT adapter). A full fine-tuned model alone is its own
+    folder; otherwise the merge is written once to `<adapter_dir>/merged_model` (atomically: a killed
+    merge leaves no half folder) and reused."""
     import shutil
 
     from transformers import AutoTokenizer
 
+    path, adapters = split_chain(base_path, adapter_dir)
+    if not adapters:
+        return Path(path)
     out = Path(adapter_dir) / "merged_model"
     if (out / "config.json").is_file():
         return out
@@ -387,7 +414,7 @@ def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(path).save_pretrained(tmp)
     tmp.rename(out)
     return out
 

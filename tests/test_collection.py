@@ -344,3 +344,34 @@ def test_few_shot_prompts_reach_the_models(tmp_path, mbpp_train):
     teacher = [c for c in seen if c not in initial]
     assert teacher and all(len(c) == 2 * 4 + 3 for c in teacher)  # 2 demos x 4 turns + the episode
     assert "digit_sum" in teacher[0][0]["content"]
+
+
+def test_apps_call_based_problems_become_rl_prompts_that_run(tmp_path):
+    """APPS call-based problems (fn_name) are collected: their RL rows carry the call tests as JSON and
+    the entry point, and PPO's prompts rebuilt from them run the reference solution to a pass."""
+    from selfdebug.artifacts import JsonlLog
+    from selfdebug.collection import reference_logs
+    from selfdebug.episode import jobs_for
+    from selfdebug.parsing import build_program
+    from selfdebug.training.ppo import load_prompts
+
+    row = {"problem_id": 3, "question": "Return the indices of the two numbers that add up to target.",
+           "difficulty": "interview", "url": "u", "starter_code": "class Solution:\n    def twoSum(self, nums, target):\n",
+           "solutions": json.dumps(["class Solution:\n    def twoSum(self, nums, target):\n"
+                                    "        seen = {}\n        for i, x in enumerate(nums):\n"
+                                    "            if target - x in seen:\n                return (seen[target - x], i)\n"
+                                    "            seen[x] = i\n"]),
+           "input_output": json.dumps({"inputs": [[[2, 7, 11], 9], [[3, 3], 6]], "outputs": [[[0, 1]], [[0, 1]]],
+                                       "fn_name": "twoSum"})}
+    src = tmp_path / "apps.jsonl"
+    src.write_text(json.dumps(row) + "\n")
+    ds = load_dataset("apps", path=src)
+    out, stats = build_datasets({"apps": ds}, reference_logs("apps", ds))
+    [rl] = out["rl"]
+    assert rl["tests"]["kind"] == "call" and rl["tests"]["oracle"] == "apps" and rl["entry_point"] == "twoSum"
+    JsonlLog(tmp_path / "rl.jsonl").append(out["rl"])
+    [prompt] = load_prompts(tmp_path / "rl.jsonl")
+    code = build_program(ds.problems[0].canonical_solution, prompt.problem.starter_code, prompt.problem.entry_point)
+    with Executor() as ex:
+        [result] = ex.run_all(jobs_for(prompt.problem, code, "ref", fail_fast=False))
+    assert result.verdicts == ("pass", "pass")

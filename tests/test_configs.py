@@ -247,6 +247,11 @@ def test_paper_settings(composed):
     ppo, _ = composed("train", ["algorithm=ppo", f"experiment={name}"])
     assert (ppo.train.lr, ppo.train.ppo.prompts_per_step, ppo.train.ppo.gamma) == (2e-6, 64, 0.99)
     assert ppo.train.ppo.datasets == ["mbpp_train", "apps"] and ppo.reward.name == "ledex"
+    # full fine-tuning and the paper's sentence embedder for S_ex
+    assert not sft.train.lora.enabled and not ppo.train.lora.enabled
+    assert ppo.reward.embedder == "sentence-transformers/all-roberta-large-v1"
+    quick, _ = composed("train", ["algorithm=ppo", "experiment=quickstart"])
+    assert quick.reward.embedder == "all-minilm-l6-v2" and quick.train.lora.enabled  # offline, small
     # PPO's vLLM rollout engine shares its GPU with the policy being trained
     assert ppo.backend.gpu_memory_utilization < 0.5 < ev.backend.gpu_memory_utilization
 

@@ -303,11 +303,16 @@ def _apps_rows() -> list[dict]:
 
 def test_apps_fixture(tmp_path: Path) -> None:
     ds = load_dataset("apps", path=_write_jsonl(tmp_path / "apps_test.jsonl", _apps_rows()))
-    assert [p.task_id for p in ds] == ["apps/test/7", "apps/test/9"]  # call-based 8 and test-less 10 skipped
-    p7, p9 = ds.problems
+    assert [p.task_id for p in ds] == ["apps/test/7", "apps/test/8", "apps/test/9"]  # test-less 10 skipped
+    p7, p8, p9 = ds.problems
     assert p7.base.kind == "stdio" and p7.base.tests == ("1 2\n", "3 4\n") and p7.base.expected == ("3\n", "7\n")
     assert p7.entry_point == "" and p7.canonical_solution.startswith("a, b = map(int")
     assert p9.base.tests == ("a\nb",) and p9.base.expected == ("a\nb",)  # list-of-lines tests joined
+    # call-based (fn_name): arguments called on the function / Solution method, APPS comparison rules
+    assert (p8.base.kind, p8.base.tests, p8.base.expected, p8.base.oracle) == ("call", ((1,),), ([2],), "apps")
+    assert p8.entry_point == "f" and p8.starter_code == ""
+    assert p8.prompt.startswith("LeetCode style.") and "class Solution:\n    def f(self, x):" in p8.prompt
+    assert data.TestSuite.from_record(p8.base.to_record()) == p8.base  # JSON-native: RL data can carry it
     assert ds.version == "apps_test" and len(ds.sha256) == 64
 
 
@@ -333,8 +338,9 @@ def _codecontests_rows() -> list[dict]:
 def _check_codecontests(ds: data.Dataset) -> None:
     a, b = ds.problems
     assert (a.task_id, b.task_id) == ("codecontests/1000_A. Sum", "codecontests/1000_B. Echo")
-    assert a.base.kind == "stdio" and a.base.tests == ("1 2\n", "5 5\n") and a.base.expected == ("3\n", "10\n")
-    assert a.plus.tests == ("0 0\n", "9 1\n") and a.plus.expected == ("0\n", "10\n")
+    # base = the public tests (shown as feedback); plus = the hidden private + generated tests
+    assert a.base.kind == "stdio" and a.base.tests == ("1 2\n",) and a.base.expected == ("3\n",)
+    assert a.plus.tests == ("5 5\n", "0 0\n", "9 1\n") and a.plus.expected == ("10\n", "0\n", "10\n")
     assert a.canonical_solution.startswith("print(sum(")  # the python3 one, not the C++ one
     assert b.plus is None and b.canonical_solution == ""
 

@@ -83,6 +83,21 @@ def test_call_oracles(ex):
     assert run(ex, "def h():\n    return None\n", not_none).status == "fail"
 
 
+def test_apps_call_oracle_like_apps_testing_util(ex):
+    """APPS call-based tests: a `class Solution` method or a plain function, tuples compared as lists,
+    a one-element expected list matching its element; a wrong answer still fails."""
+    two_sum = TestSuite(kind="call", entry_point="twoSum", tests=(([2, 7, 11], 9), ([3, 3], 6)),
+                        expected=([0, 1], [[0, 1]]), oracle="apps")
+    leetcode = "class Solution:\n    def twoSum(self, nums, target):\n        return (0, 1)\n"
+    assert run(ex, leetcode, two_sum, fail_fast=False).verdicts == ("pass", "pass")
+    assert run(ex, "def twoSum(nums, target):\n    return [0, 1]\n", two_sum).status == "pass"
+    wrong = run(ex, leetcode.replace("(0, 1)", "(1, 0)"), two_sum)
+    assert wrong.status == "fail" and wrong.feedback.startswith("AssertionError: expect twoSum([2, 7, 11], 9) == [0, 1]")
+    pairs = TestSuite(kind="call", entry_point="pairs", tests=((2,),), expected=([[[0, 1], [1, 0]]],), oracle="apps")
+    assert run(ex, "def pairs(n):\n    return [(0, 1), (1, 0)]\n", pairs).status == "pass"
+    assert run(ex, "class Solution:\n    pass\n", pairs).status == "fail"  # no such method: NameError
+
+
 def test_call_feedback(ex):
     suite = TestSuite(kind="call", entry_point="f", tests=([2, 3],), expected=(5,))
     result = run(ex, "def f(a, b):\n    return a * b\n", suite)

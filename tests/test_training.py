@@ -208,3 +208,31 @@ def test_train_entry_script_and_evaluate_loads_the_result(tmp_path, tiny_model_d
                            f"hydra.run.dir={tmp_path / 'nodata'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "train.data is not set" in output and "Traceback" not in output
+
+
+def test_a_full_fine_tuned_model_starts_the_chain(tmp_path, tiny_model_dir, collected):
+    """The paper fine-tunes all weights: a full SFT model passed as model.adapter replaces the base
+    model, and a LoRA stage trained on it chains onto it (training, HF generation and the merged
+    folder vLLM serves all agree)."""
+    from dataclasses import replace
+
+    from selfdebug.generation import SamplingParams, build_generator, make_generator
+    from selfdebug.models import adapter_chain, is_full_model, merged_model_dir
+
+    train(make_cfg(tmp_path / "sft", tiny_model_dir, collected, "train.max_steps=1", "train.lora.enabled=false"),
+          MemoryTracker())
+    full = tmp_path / "sft" / "final"
+    assert is_full_model(full) and adapter_chain(full) == [full]
+    dpo = make_cfg(tmp_path / "dpo", tiny_model_dir, collected, "algorithm=dpo", "train.max_steps=1",
+                   f"model.adapter={full}")
+    train(dpo, MemoryTracker())
+    final = tmp_path / "dpo" / "final"
+    assert adapter_chain(final) == [full, final]
+    assert merged_model_dir(tiny_model_dir, full) == full  # nothing to merge: served as it is
+    prompt = [[{"role": "user", "content": "def add(a, b):"}]]
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
+    through_chain = build_generator(replace(dpo.model, adapter=str(final)), dpo.backend).generate(prompt, greedy)
+    from_merged = make_generator("hf", merged_model_dir(tiny_model_dir, final)).generate(prompt, greedy)
+    assert through_chain[0][0].text == from_merged[0][0].text
+    full_only = build_generator(replace(dpo.model, adapter=str(full)), dpo.backend).generate(prompt, greedy)
+    assert full_only[0][0].text == make_generator("hf", full).generate(prompt, greedy)[0][0].text

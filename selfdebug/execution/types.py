@@ -38,16 +38,19 @@ class TestSuite:
     entry_point: str = ""
     setup: str = ""
     atol: float = 0.0
-    oracle: str = ""  # EvalPlus special oracle key, e.g. "humaneval:find_zero", "mbpp:set_eq"
+    # special comparison: EvalPlus's per-task oracles ("humaneval:find_zero", "mbpp:set_eq", ...), or
+    # "apps" (APPS testing_util: tuples as lists, a one-element expected list matches its element,
+    # and the entry point may be a method of `class Solution`)
+    oracle: str = ""
 
     def __len__(self) -> int:
         return len(self.tests)
 
     def to_record(self) -> dict | None:
-        """The suite as a JSON object, or None when JSON cannot carry it faithfully: only assert and
-        stdio suites hold nothing but strings (call suites hold Python values: tuples, sets, floats
-        whose types decide the verdict)."""
-        if self.kind not in ("assert", "stdio"):
+        """The suite as a JSON object, or None when JSON cannot carry it faithfully: assert and stdio
+        suites hold nothing but strings, APPS call suites came from JSON; other call suites hold
+        Python values (tuples, sets, floats whose types decide the verdict)."""
+        if self.kind not in ("assert", "stdio") and self.oracle != "apps":
             return None
         return {"kind": self.kind, "tests": list(self.tests), "expected": list(self.expected),
                 "time_limits": list(self.time_limits), "entry_point": self.entry_point, "setup": self.setup,
@@ -55,7 +58,10 @@ class TestSuite:
 
     @classmethod
     def from_record(cls, record: dict) -> "TestSuite":
-        return cls(kind=record["kind"], tests=tuple(record["tests"]), expected=tuple(record.get("expected", ())),
+        tests = record["tests"]
+        if record["kind"] == "call":  # argument lists
+            tests = [tuple(args) for args in tests]
+        return cls(kind=record["kind"], tests=tuple(tests), expected=tuple(record.get("expected", ())),
                    time_limits=tuple(record.get("time_limits", ())), entry_point=record.get("entry_point", ""),
                    setup=record.get("setup", ""), atol=record.get("atol", 0.0), oracle=record.get("oracle", ""))
 

@@ -114,7 +114,7 @@ def build_generator(model, backend) -> Generator:
     train.py). `model`, `backend`: config.py's ModelConfig and BackendConfig (duck-typed)."""
     from dataclasses import asdict
 
-    from selfdebug.models import adapter_chain, load_merged, merged_model_dir, resolve_model
+    from selfdebug.models import load_merged, merged_model_dir, resolve_model, split_chain
 
     settings = {k: v for k, v in asdict(backend).items() if k != "name"}  # each backend ignores the rest
     kwargs = dict(chat_format=model.chat_format, dtype=model.dtype, **settings)
@@ -122,16 +122,17 @@ def build_generator(model, backend) -> Generator:
         if model.adapter:
             raise ValueError("model.adapter cannot be applied through backend=openai: serve the adapted model")
         return make_generator("openai", model.source, **kwargs)
-    path = resolve_model(model.source)
-    if model.adapter and backend.name == "vllm":
-        if len(adapter_chain(model.adapter)) > 1:  # vLLM applies one LoRA: serve the merged chain
-            return make_generator("vllm", merged_model_dir(path, model.adapter, model.dtype), **kwargs)
-        generator = make_generator("vllm", path, enable_lora=True, **kwargs)
-        generator.load_lora(model.adapter)
-        return generator
-    if model.adapter:
-        from transformers import AutoTokenizer
+    base = resolve_model(model.source)
+    path, adapters = split_chain(base, model.adapter)
+    if not adapters:  # the base model, or a full fine-tuned one
+        return make_generator(backend.name, path, **kwargs)
+    if backend.name == "vllm":
+        if len(adapters) == 1 and path == base:  # one LoRA on the base: vLLM applies it
+            generator = make_generator("vllm", base, enable_lora=True, **kwargs)
+            generator.load_lora(model.adapter)
+            return generator
+        return make_generator("vllm", merged_model_dir(base, model.adapter, model.dtype), **kwargs)  # a chain
+    from transformers import AutoTokenizer
 
-        merged = load_merged(path, model.adapter, model.dtype)
-        return make_generator(backend.name, model=merged, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
-    return make_generator(backend.name, path, **kwargs)
+    merged = load_merged(base, model.adapter, model.dtype)
+    return make_generator(backend.name, model=merged, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)

@@ -48,18 +48,16 @@ def load_policy(cfg: RunConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfdebug.generation.hf import load_dtype
-    from selfdebug.models import merge_adapters, resolve_model
+    from selfdebug.models import merge_adapters, resolve_model, split_chain
 
-    path = resolve_model(cfg.model.source)
+    path, adapters = split_chain(resolve_model(cfg.model.source), cfg.model.adapter)
     # "auto" trains in bf16 on GPU (not the checkpoint's dtype, what generation loads) and fp32 on CPU.
     on_gpu = device() == "cuda"
     dtype = torch.bfloat16 if cfg.model.dtype == "auto" and on_gpu else load_dtype(cfg.model.dtype, device())
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=dtype), adapters)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if cfg.model.adapter:
-        model = merge_adapters(model, cfg.model.adapter)
     return model, tokenizer
 
 
