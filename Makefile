@@ -29,9 +29,9 @@ quickstart: sandbox venv
 	$(BIN)/python collect.py experiment=quickstart
 	$(BIN)/python train.py experiment=quickstart algorithm=sft
 	$(BIN)/python train.py experiment=quickstart algorithm=ppo
-	$(BIN)/python evaluate.py experiment=quickstart vars.evaluate=base
-	$(BIN)/python evaluate.py experiment=quickstart vars.evaluate=sft
-	$(BIN)/python evaluate.py experiment=quickstart vars.evaluate=rl
+	$(BIN)/python evaluate.py experiment=quickstart
+	$(BIN)/python evaluate.py experiment=quickstart_sft
+	$(BIN)/python evaluate.py experiment=quickstart_rl
 	$(BIN)/python -m selfdebug.report outputs/quickstart --out outputs/quickstart/report
 
 # The paper's tables from any run dirs: make report RUNS="outputs/paper/codellama-7b" OUT=reports/cl7b

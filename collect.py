@@ -3,7 +3,7 @@ executed, then the SFT / RL / DPO datasets and the Table 1 statistics under <run
 
     python collect.py experiment=quickstart
     python collect.py collect.dataset.mbpp_train.path=../shared/data/mbpp.jsonl model=codellama-7b
-    python collect.py collect.shard=1/4 hydra.run.dir=outputs/collect/shard1      # one of 4 machines
+    python collect.py collect.shard=1/4 collect.run_dir=outputs/collect/shard1     # one of 4 machines
     python collect.py 'collect.merge=[outputs/collect/shard0,outputs/collect/shard1,...]'
 """
 
@@ -16,12 +16,12 @@ from selfdebug.config import register_configs
 register_configs()
 
 
-def collect(cfg, tracker):
+def collect(cfg, shared, tracker):
     from selfdebug import collection
     from selfdebug.data import load_datasets
 
-    datasets = load_datasets(cfg.collect.dataset)
-    return collection.collect(cfg, datasets), {k: d.sha256 for k, d in datasets.items()}
+    datasets = load_datasets(cfg.dataset)
+    return collection.collect(cfg, shared, datasets), {k: d.sha256 for k, d in datasets.items()}
 
 
 @hydra.main(config_path="conf", config_name="collect", version_base="1.3")

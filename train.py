@@ -1,8 +1,9 @@
-"""Train a code LLM to self-debug (LeDex §2.2-2.3): SFT, or the DPO ablation, on collect.py's data.
+"""Train a code LLM to self-debug (LeDex §2.2-2.3): SFT, RL with the LeDex reward (PPO, or GRPO), or
+the DPO ablation, on collect.py's data.
 
     python train.py algorithm=sft experiment=quickstart
     python train.py algorithm=sft train.data=outputs/collect/<run>
-    python train.py algorithm=dpo train.data=outputs/collect/<run> model.adapter=outputs/train/<sft run>/final
+    python train.py algorithm=ppo train.data=outputs/collect/<run> train.ppo.adapter=outputs/train/<sft run>/final
     accelerate launch --config_file conf/accelerate/zero2.yaml train.py algorithm=sft train.data=...
 """
 
@@ -15,15 +16,11 @@ from selfdebug.config import register_configs
 register_configs()
 
 
-def train(cfg, tracker):
-    import hashlib
-
+def train(cfg, shared, tracker):
     from selfdebug import training
-    from selfdebug.training.data import data_file
 
-    metrics = training.train(cfg, tracker)  # validates the algorithm and the data first
-    data = data_file(cfg.train.data, {"ppo": "rl"}.get(cfg.train.algorithm, cfg.train.algorithm))
-    return metrics, {"train_data": hashlib.sha256(data.read_bytes()).hexdigest()}
+    metrics, data = training.train(cfg, shared, tracker)  # checks the algorithm and the data first
+    return metrics, {"train_data": data}
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

@@ -11,16 +11,15 @@ generation of one chunk overlaps execution of the previous one, so a stage's rat
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
-
-import sys
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from selfdebug.collection import collect
-from selfdebug.config import RunConfig, compose, to_typed
+from selfdebug.config import typed
 from selfdebug.data import load_datasets
 
 MBPP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mbpp.jsonl"
@@ -33,8 +32,8 @@ def run(args, batch_size: int, run_dir: Path) -> dict[str, float]:
                  f"collect.teacher_sampling.max_new_tokens={args.max_new_tokens}",
                  "collect.sampling.stop=[\"\\n```\\n\"]", "collect.teacher_sampling.stop=[\"\\n```\\n\"]",
                  f"backend.batch_size={batch_size}", "tracking=none"]
-    cfg = to_typed(compose("collect", overrides, output_dir=run_dir), RunConfig)
-    return collect(cfg, load_datasets(cfg.collect.dataset))
+    cfg = typed("collect", overrides, output_dir=run_dir)
+    return collect(cfg.collect, cfg.shared("collect"), load_datasets(cfg.collect.dataset))
 
 
 def main() -> None:

@@ -10,9 +10,8 @@ padding is involved. Early stops (EOS) are counted as generated tokens only up t
 
 import argparse
 import os
-import time
-
 import sys
+import time
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from anywhere without installing

@@ -31,23 +31,23 @@ def main() -> None:
     args = parser.parse_args()
 
     from selfdebug.collection import build_datasets, reference_logs, write_datasets
-    from selfdebug.config import RunConfig, compose, to_typed
+    from selfdebug.config import typed
     from selfdebug.data import load_dataset
     from selfdebug.tracking import MemoryTracker
-    from selfdebug.training.ppo import PPOTrainer
+    from selfdebug.training import train
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_dataset("mbpp", split="train", path=MBPP, limit=max(4, args.prompts))
         write_datasets(Path(tmp) / "data", *build_datasets({"mbpp_train": ds}, reference_logs("mbpp_train", ds)))
-        cfg = to_typed(compose("train", [
-            "algorithm=ppo", f"model={args.model}", f"train.data={Path(tmp) / 'data'}", f"train.max_steps={args.steps}",
+        cfg = typed("train", [
+            "algorithm=ppo", f"model={args.model}", f"train.data={Path(tmp) / 'data'}", f"train.ppo.max_steps={args.steps}",
             f"train.ppo.prompts_per_step={args.prompts}", f"train.ppo.max_new_tokens={args.max_new_tokens}",
             f"train.ppo.minibatch_size={min(4, args.prompts)}", f"backend.batch_size={args.prompts}",
-            "train.save_steps=100000", f"train.lora.enabled={not args.full}", "tracking=none"],
-            output_dir=Path(tmp) / "run"), RunConfig)
+            "train.ppo.save_steps=100000", f"train.ppo.lora.enabled={not args.full}", "tracking=none"],
+            output_dir=Path(tmp) / "run")
         recorder = MemoryTracker()
-        PPOTrainer(cfg, recorder).train()
+        train(cfg.train, cfg.shared("train"), recorder)
     steps = [m for _, m in recorder.logged]
     import torch
 
@@ -58,7 +58,7 @@ def main() -> None:
     for i, m in enumerate(steps, 1):
         times = [m[f"time/{p}_s"] for p in PARTS]
         print(f"{i:>4} " + " ".join(f"{t:>10.1f}" for t in times) + f" {sum(times):>8.1f} "
-              f"{m['ppo/response_tokens'] * m['ppo/rollouts']:>7.0f} {m['reward/total/mean']:>7.2f}")
+              f"{m['rl/response_tokens'] * m['rl/rollouts']:>7.0f} {m['reward/total/mean']:>7.2f}")
     mean = {p: sum(m[f"time/{p}_s"] for m in steps) / len(steps) for p in PARTS}
     total = sum(mean.values())
     print("mean " + " ".join(f"{mean[p]:>10.1f}" for p in PARTS) + f" {total:>8.1f}")

@@ -32,19 +32,19 @@ def write_data(run_dir: Path, limit: int) -> None:
 
 
 def one(model: str, lora: bool, steps: int, micro: int) -> dict:
-    from selfdebug.config import RunConfig, compose, to_typed
+    from selfdebug.config import typed
     from selfdebug.tracking import NullTracker
     from selfdebug.training import train
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "collect"
         write_data(data, limit=max(16, 2 * steps * micro))
-        cfg = to_typed(compose("train", [f"model={model}", f"train.data={data}", f"train.max_steps={steps}",
-                                         f"train.micro_batch_size={micro}", f"train.batch_size={micro}",
-                                         "train.warmup_steps=0", "train.save_steps=100000", f"train.lora.enabled={lora}",
-                                         "tracking=none"], output_dir=Path(tmp) / "run"), RunConfig)
+        cfg = typed("train", [f"model={model}", f"train.data={data}", f"train.sft.max_steps={steps}",
+                              f"train.sft.micro_batch_size={micro}", f"train.sft.batch_size={micro}",
+                              "train.sft.warmup_steps=0", "train.sft.save_steps=100000",
+                              f"train.sft.lora.enabled={lora}", "tracking=none"], output_dir=Path(tmp) / "run")
         start = time.perf_counter()
-        metrics = train(cfg, NullTracker())
+        metrics, _ = train(cfg.train, cfg.shared("train"), NullTracker())
         seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"model": model, "mode": "LoRA" if lora else "full", "steps": metrics["train/steps"],

@@ -1,42 +1,50 @@
-"""What every entry script (evaluate.py, collect.py, ...) does around its own work: the typed
-config, the resolved `config.yaml`, the tracker named from the Hydra overrides, `metrics.json` with
-the run's provenance, and a user error printed as ONE line (exit status 2) instead of a traceback."""
+"""What every entry script (evaluate.py, collect.py, train.py) does around its own work: the typed
+config, the stage's resolved `config.yaml`, the tracker named from the Hydra overrides, `metrics.json`
+with the run's provenance, and a user error printed as ONE line (exit status 2) instead of a traceback.
+The library function gets only its own config section and the shared groups (config.Shared)."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from selfdebug.config import RunConfig, to_typed
+from selfdebug.config import Shared, to_typed
 
-# body(cfg, tracker) -> (flat metrics, {dataset key: sha256 of its source})
-Body = Callable[[RunConfig, object], tuple[dict[str, float], dict[str, str]]]
+# body(section, shared, tracker) -> (flat metrics, {dataset key: sha256 of its source})
+Body = Callable[[Any, Shared, object], tuple[dict[str, float], dict[str, str]]]
 
 
-def run_entry(dict_cfg: DictConfig, job_type: str, body: Body) -> None:
+def run_entry(dict_cfg: DictConfig, stage: str, body: Body,
+              labels: Callable[[Any, Shared], dict] | None = None) -> None:
+    """Run `body` for `stage`. labels(section, shared): the run's table row (evaluate.py), recorded as
+    `row` in metrics.json's meta and in the tracker's config (dashboards group runs by it)."""
     from hydra.core.hydra_config import HydraConfig
 
     from selfdebug import tracking
-    from selfdebug.errors import USER_ERRORS
+    from selfdebug.errors import UserError
 
-    cfg = to_typed(dict_cfg, RunConfig)
-    resolved = OmegaConf.to_container(dict_cfg, resolve=True)
-    tracking.write_resolved_config(cfg.output_dir, cfg)
-    name, group, tags = tracking.run_identity(list(HydraConfig.get().overrides.task), cfg.experiment, job_type)
-    tracker = tracking.open_tracker(cfg.tracking, run_dir=cfg.output_dir, name=name, group=group, tags=tags,
-                                    config=tracking.tracker_config(resolved, dict(HydraConfig.get().runtime.choices)),
-                                    job_type=job_type)
+    tracker = None
     try:
-        metrics, dataset_hashes = body(cfg, tracker)
-        meta = tracking.run_metadata(resolved, seed=cfg.seed, dataset_hashes=dataset_hashes)
-        path = tracking.write_metrics(cfg.output_dir, metrics, meta)
+        cfg = to_typed(dict_cfg)
+        section, shared = cfg.stage(stage), cfg.shared(stage)
+        view = cfg.view(stage)
+        tracking.write_resolved_config(shared.run_dir, view)
+        extra = {"row": labels(section, shared)} if labels else {}
+        name, group, tags = tracking.run_identity(list(HydraConfig.get().overrides.task), cfg.experiment, stage)
+        tracker = tracking.open_tracker(cfg.tracking, run_dir=shared.run_dir, name=name, group=group, tags=tags,
+                                        config=tracking.tracker_config({**view, **extra}, dict(HydraConfig.get().runtime.choices)),
+                                        job_type=stage)
+        metrics, dataset_hashes = body(section, shared, tracker)
+        meta = {**tracking.run_metadata(view, seed=cfg.seed, dataset_hashes=dataset_hashes), **extra}
+        path = tracking.write_metrics(shared.run_dir, metrics, meta)
         tracker.summary({k: v for k, v in metrics.items() if k != tracking.PER_TASK})
         print(f"metrics: {path}")
-    except USER_ERRORS as exc:
-        logging.getLogger(job_type).error("%s", exc)
+    except (UserError, FileNotFoundError) as exc:
+        logging.getLogger(stage).error("%s", exc)
         sys.exit(2)
     finally:
-        tracker.finish()
+        if tracker is not None:
+            tracker.finish()

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Iterable
 
 from selfdebug.artifacts import JsonlLog, atomic_write_text
-from selfdebug.config import RunConfig
+from selfdebug.config import CollectConfig, Shared
 from selfdebug.data import DataError, Dataset, few_shot_examples, mbpp_path
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
+from selfdebug.errors import ConfigError
 from selfdebug.execution import Executor
 from selfdebug.metrics import format_table
-from selfdebug.prompts import refine_demos, assistant_answer, initial_messages, refine_messages
+from selfdebug.prompts import assistant_answer, initial_messages, refine_demos, refine_messages
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in str(text).split("/"))
     except ValueError:
-        raise DataError(f"collect.shard={text!r}: expected 'i/N', e.g. collect.shard=0/4") from None
+        raise ConfigError(f"collect.shard={text!r}: expected 'i/N', e.g. collect.shard=0/4") from None
     if n < 1 or not 0 <= i < n:
-        raise DataError(f"collect.shard={text!r}: need 0 <= i < N")
+        raise ConfigError(f"collect.shard={text!r}: need 0 <= i < N")
     return i, n
 
 
@@ -93,12 +94,13 @@ def _record(key: str, a: Attempt) -> dict:
 
 # ----------------------------------------------------------------------------- stages 1 + 2
 class Collector:
-    """Runs stages 1 and 2 for the datasets of `cfg.collect` into `run_dir`."""
+    """Runs stages 1 and 2 for the datasets of `cfg` (the collect section) into shared.run_dir."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, datasets: dict[str, Dataset], executor: Executor):
-        self.cfg, self.c, self.run_dir, self.datasets, self.executor = cfg, cfg.collect, run_dir, datasets, executor
+    def __init__(self, cfg: CollectConfig, shared: Shared, datasets: dict[str, Dataset], executor: Executor):
+        self.c, self.seed, self.datasets, self.executor = cfg, shared.seed, datasets, executor
+        run_dir = shared.run_dir
         self.shard = parse_shard(self.c.shard)
-        self.tasks_per_chunk = self.c.tasks_per_chunk or max(1, cfg.backend.batch_size // max(1, self.c.sampling.n))
+        self.tasks_per_chunk = self.c.tasks_per_chunk or max(1, shared.backend.batch_size // max(1, self.c.sampling.n))
         self.logs = Logs.read(run_dir)
         self.initial_log, self.teacher_log = JsonlLog(run_dir / INITIAL_LOG), JsonlLog(run_dir / TEACHER_LOG)
         for jsonl in (self.initial_log, self.teacher_log):  # a shard with no chunk still leaves its (empty) logs
@@ -155,14 +157,13 @@ class Collector:
             table[(key, a.key())] = a
 
     def initial(self, generator) -> None:
-        few_shot = few_shot_examples(self.cfg.model.few_shot, mbpp_path(self.c.dataset))
+        few_shot = few_shot_examples(self.c.few_shot, mbpp_path(self.c.dataset))
         params = self.c.sampling.params()
         for key, ds in self.datasets.items():
             mine = self.in_shard(key)
             requests = [r for p in ds.problems if p.task_id in mine
                         for r in initial_requests(p, self.c.sampling.n, few_shot)]
-            self._run("initial", key, self.logs.initial, self.initial_log, generator, requests, params,
-                      self.c.sampling.seed)
+            self._run("initial", key, self.logs.initial, self.initial_log, generator, requests, params, self.seed)
 
     def teacher(self, generator) -> None:
         demos = refine_demos(self.c.teacher.few_shot)
@@ -173,8 +174,7 @@ class Collector:
                      if a.task_id in mine]
             requests = [refine_request(problems[a.task_id], a, TEACHER_MODE, branch=j, few_shot=demos)
                         for a in wrong for j in range(self.c.teacher_sampling.n)]
-            self._run("teacher", key, self.logs.teacher, self.teacher_log, generator, requests, params,
-                      self.c.teacher_sampling.seed)
+            self._run("teacher", key, self.logs.teacher, self.teacher_log, generator, requests, params, self.seed)
 
 
 def unique_solutions(initial: Iterable[Attempt], dedupe: bool = True) -> list[Attempt]:
@@ -373,7 +373,8 @@ def _shard_settings(run_dir: Path) -> tuple[dict, str]:
     cfg = yaml.safe_load(path.read_text())
     collect_cfg = dict(cfg["collect"])
     shard = collect_cfg.pop("shard")
-    collect_cfg.pop("merge", None)
+    for where in ("merge", "run_dir"):  # differ between shards by design
+        collect_cfg.pop(where, None)
     return {"model": cfg["model"], "seed": cfg["seed"], "batch_size": cfg["backend"]["batch_size"],
             "collect": collect_cfg}, shard
 
@@ -406,41 +407,44 @@ def merge_shards(run_dir: Path, shard_dirs: list[str], datasets: dict[str, Datas
 
 
 # ----------------------------------------------------------------------------- the run
-def collect(cfg: RunConfig, datasets: dict[str, Dataset], *, generator=None, teacher=None) -> dict[str, float]:
-    """Run every stage into cfg.output_dir; returns flat metrics. `generator` / `teacher`: prebuilt
-    generators (tests); None = build them from cfg.model / cfg.collect.teacher."""
+def collect(cfg: CollectConfig, shared: Shared, datasets: dict[str, Dataset], *, generator=None,
+            teacher=None) -> dict[str, float]:
+    """Run every stage into shared.run_dir; returns flat metrics. `generator` / `teacher`: prebuilt
+    generators (tests); None = build them from the model (+ cfg.adapter) / cfg.teacher."""
     from selfdebug.generation import build_generator
 
-    run_dir = Path(cfg.output_dir)
+    run_dir = shared.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     timing: dict[str, float] = {}
-    if cfg.collect.merge:
-        merge_shards(run_dir, cfg.collect.merge, datasets)
+    if cfg.merge:
+        merge_shards(run_dir, cfg.merge, datasets)
     else:
-        with Executor(cfg.execution.sandbox()) as executor:
-            collector = Collector(cfg, run_dir, datasets, executor)
+        with Executor(shared.execution) as executor:
+            collector = Collector(cfg, shared, datasets, executor)
             owned = []
             if generator is None:
-                generator = build_generator(cfg.model, cfg.backend)
+                generator = build_generator(shared.model, shared.backend, cfg.adapter)
                 owned.append(generator)
             try:
                 collector.initial(generator)
-                tcfg = cfg.collect.teacher
+                tcfg = cfg.teacher
                 if teacher is None and tcfg.model is None and tcfg.backend is None:
                     teacher = generator  # self-bootstrap
                 elif teacher is None:
                     for g in owned:  # free the sampler before loading the teacher
                         g.close()
                     owned.clear()
-                    teacher = build_generator(tcfg.model or cfg.model, tcfg.backend or cfg.backend)
+                    # another model: that model as it is; the sampler on another backend: with its adapter
+                    adapter = None if tcfg.model is not None else cfg.adapter
+                    teacher = build_generator(tcfg.model or shared.model, tcfg.backend or shared.backend, adapter)
                     owned.append(teacher)
                 collector.teacher(teacher)
             finally:
                 for g in owned:
                     g.close()
             timing = collector.timing
-    records, stats = build_datasets(datasets, Logs.read(run_dir), cfg.collect.dedupe, cfg.collect.dpo_max_pairs)
+    records, stats = build_datasets(datasets, Logs.read(run_dir), cfg.dedupe, cfg.dpo_max_pairs)
     paths = write_datasets(run_dir, records, stats)
     print(table1(stats))
     for name, path in paths.items():

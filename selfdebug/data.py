@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
+from selfdebug.errors import ConfigError, UserError
 from selfdebug.execution.types import TestSuite
 from selfdebug.groundtruth import (
     DEFAULT_GT_TIME_LIMIT_FACTOR,
@@ -33,7 +34,7 @@ from selfdebug.groundtruth import (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem the user can fix (missing file, unknown name or split, unreachable hub)."""
 
 
@@ -119,9 +120,9 @@ def load_dataset(
     workers, cache_dir: ground-truth processes (default: one per core) and cache root (see groundtruth).
     """
     if name not in SPLITS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(SPLITS)}")
     if split not in SPLITS[name]:
-        raise DataError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
+        raise ConfigError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
     if name == "humaneval":
         source = _read_humaneval(path)
         problems = [_humaneval_problem(r) for r in _select(source.rows, task_ids, limit)]
@@ -166,7 +167,7 @@ def few_shot_examples(k: int, path: str | os.PathLike | None = None) -> list[tup
     if k <= 0:
         return []
     if k > len(MBPP_FEW_SHOT_IDS):
-        raise DataError(f"few_shot={k}: at most {len(MBPP_FEW_SHOT_IDS)} examples exist (MBPP tasks 2-10)")
+        raise ConfigError(f"few_shot={k}: at most {len(MBPP_FEW_SHOT_IDS)} examples exist (MBPP tasks 2-10)")
     ds = load_dataset("mbpp", split="prompt", path=path, task_ids=[str(i) for i in MBPP_FEW_SHOT_IDS[:k]])
     return [(p, p.canonical_solution) for p in ds.problems]
 

@@ -1,10 +1,11 @@
-"""Errors a user can cause, each raised with one message naming the fix. Entry scripts catch
-these and print the message instead of a traceback."""
+"""Errors a user can cause (bad config, missing file, unreachable server, bad samples file), each
+raised with ONE message naming the fix. Entry scripts catch `UserError` (and FileNotFoundError) and
+print the message instead of a traceback. Pure: nothing is imported here, every module may import it."""
 
-from selfdebug.data import DataError
-from selfdebug.evaluation import SamplesError
-from selfdebug.execution import SandboxUnavailable
-from selfdebug.generation import BackendError
-from selfdebug.models import ModelResolveError
 
-USER_ERRORS = (DataError, SamplesError, SandboxUnavailable, ModelResolveError, BackendError, FileNotFoundError)
+class UserError(Exception):
+    """Something the user can fix; the message says how."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work (unknown algorithm, reward term, backend setting, ...)."""

@@ -22,9 +22,10 @@ import numpy as np
 
 from selfdebug import metrics as M
 from selfdebug.artifacts import JsonlLog, read_jsonl
-from selfdebug.config import RunConfig
-from selfdebug.data import DataError, Dataset, few_shot_examples, load_datasets, mbpp_path
+from selfdebug.config import EvaluateConfig, Shared
+from selfdebug.data import Dataset, few_shot_examples, load_datasets, mbpp_path
 from selfdebug.episode import INIT, Attempt, initial_requests, reexecute, refine_request, sample_and_execute
+from selfdebug.errors import ConfigError, UserError
 from selfdebug.execution import Executor
 from selfdebug.generation import build_generator
 from selfdebug.judging import JudgeRun
@@ -58,38 +59,39 @@ SAMPLES_KEYS = ("<p>/samples/pass@<k>", "eval/<dataset>/samples/n", "eval/<datas
                 "eval/<dataset>/samples/programs_per_s")
 
 
-def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | None = None,
-             judge=None) -> dict[str, float]:
-    """Run the evaluation described by cfg into cfg.output_dir; returns flat metrics. With
-    judge.model set, then the explanation-quality judging (selfdebug/judging.py). `generator` /
-    `judge`: prebuilt generators (tests); None = build them from cfg.model / cfg.judge."""
-    run_dir = Path(cfg.output_dir)
+def evaluate(cfg: EvaluateConfig, shared: Shared, *, generator=None, datasets: dict[str, Dataset] | None = None,
+             judge=None) -> dict:
+    """Run the evaluation described by `cfg` (the `evaluate` section) into shared.run_dir; returns
+    flat metrics (+ the per-task block). With judge.model set, then the explanation-quality judging
+    (selfdebug/judging.py). `generator` / `judge`: prebuilt generators (tests); None = build them
+    from the model + cfg.adapter / cfg.judge."""
+    run_dir = shared.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     datasets = datasets if datasets is not None else load_datasets(cfg.dataset)
     if cfg.samples:
         if cfg.judge.model is not None:
-            raise SamplesError("judge= scores explanations written by the evaluated model, and samples= scores a "
-                               "file without a model: drop judge=... (or samples=...)")
-        return score_samples(cfg, datasets, run_dir)
+            raise SamplesError("judge= scores explanations written by the evaluated model, and evaluate.samples= "
+                               "scores a file without a model: drop judge=... (or evaluate.samples=...)")
+        return score_samples(cfg, shared, datasets)
     init_params, refine_params = cfg.sampling.params(), cfg.refine_sampling.params()
-    few_shot = few_shot_examples(cfg.model.few_shot, mbpp_path(cfg.dataset))
-    demos = refine_demos(cfg.model.refine_few_shot)
+    few_shot = few_shot_examples(cfg.few_shot, mbpp_path(cfg.dataset))
+    demos = refine_demos(cfg.refine_few_shot)
     # Reads judge.wrong_solutions now: a bad path fails before any sampling.
-    judging = JudgeRun(cfg, datasets, run_dir) if cfg.judge.model is not None else None
+    judging = JudgeRun(cfg, shared, datasets) if cfg.judge.model is not None else None
     samples_log = JsonlLog(run_dir / "samples.jsonl")
     done = _load_done(samples_log)
     t0 = time.monotonic()
     owns_generator = generator is None
-    generator = generator or build_generator(cfg.model, cfg.backend)
+    generator = generator or build_generator(shared.model, shared.backend, cfg.adapter)
     results: dict[str, list[Attempt]] = {}
     try:
-        with Executor(cfg.execution.sandbox()) as executor:
+        with Executor(shared.execution) as executor:
             for key, ds in datasets.items():
                 run = _DatasetRun(key, ds, done.get(key, {}), samples_log, generator, executor,
-                                  rows_per_call=cfg.backend.batch_size)
+                                  rows_per_call=shared.backend.batch_size)
                 run.retry_engine_errors()
-                run.initial(cfg.sampling.n, init_params, cfg.sampling.seed, few_shot)
-                run.refine(cfg.modes, cfg.rounds, refine_params, cfg.refine_sampling.seed, demos)
+                run.initial(cfg.sampling.n, init_params, shared.seed, few_shot)
+                run.refine(cfg.modes, cfg.rounds, refine_params, shared.seed, demos)
                 results[key] = list(run.attempts.values())
             if judging is not None:  # the explanations come from the evaluated model: before it is closed
                 judging.explain(results, generator, executor, demos)
@@ -102,6 +104,21 @@ def evaluate(cfg: RunConfig, *, generator=None, datasets: dict[str, Dataset] | N
         out.update(judging.judge(judge))
     out["eval/time/total_s"] = time.monotonic() - t0  # under eval/: time/* is PPO's step split
     return out
+
+
+def row_labels(cfg: EvaluateConfig, shared: Shared) -> dict[str, str]:
+    """The table row this run fills in the report: model label (report.model, else model.name),
+    approach (report.approach, else from the evaluated checkpoint's lineage: no adapter = Prompt.),
+    training-data label (report.data, else the paper's GPT-3.5; a prompting run has none)."""
+    from selfdebug.checkpoints import read_lineage
+    from selfdebug.report import APPROACHES, DEFAULT_DATA
+
+    approach = cfg.report.approach
+    if approach is None:
+        algorithm = read_lineage(cfg.adapter).get("algorithm") if cfg.adapter else "prompt"
+        approach = APPROACHES.get(algorithm, "Tuned")
+    data = DEFAULT_DATA if approach == APPROACHES["prompt"] else (cfg.report.data or DEFAULT_DATA)
+    return {"model": cfg.report.model or shared.model.name, "approach": approach, "data": data}
 
 
 def _load_done(samples_log: JsonlLog) -> dict[str, dict[tuple, Attempt]]:
@@ -287,7 +304,7 @@ def results_table(out: dict[str, float], datasets: dict[str, Dataset], modes, ro
 
 
 # ----------------------------------------------------------------------------- samples= scoring
-class SamplesError(ValueError):
+class SamplesError(UserError, ValueError):
     """A samples file that cannot be scored; the message names the line and the fix."""
 
 
@@ -328,9 +345,10 @@ def _jsonable(value):
     return value
 
 
-def score_samples(cfg: RunConfig, datasets: dict[str, Dataset], run_dir: Path) -> dict[str, float]:
+def score_samples(cfg: EvaluateConfig, shared: Shared, datasets: dict[str, Dataset]) -> dict[str, float]:
+    run_dir = shared.run_dir
     if len(datasets) != 1:
-        raise DataError(f"samples= scores one dataset at a time; got {sorted(datasets)}: pass e.g. dataset=humaneval_plus")
+        raise ConfigError(f"evaluate.samples= scores one dataset at a time; got {sorted(datasets)}: pass e.g. dataset=humaneval_plus")
     [(key, ds)] = datasets.items()
     problems = {p.task_id: p for p in ds.problems}
     samples = read_samples(cfg.samples)
@@ -345,7 +363,7 @@ def score_samples(cfg: RunConfig, datasets: dict[str, Dataset], run_dir: Path) -
     from selfdebug.episode import jobs_for
 
     t0 = time.monotonic()
-    with Executor(cfg.execution.sandbox()) as executor:
+    with Executor(shared.execution) as executor:
         futures = [[executor.submit(j) for j in jobs_for(problems[s["task_id"]], code, f"s{i}")]
                    for i, (s, code) in enumerate(zip(samples, codes))]
         from tqdm import tqdm

@@ -162,16 +162,16 @@ def read_wrong_solutions(path: str | Path) -> list[tuple[str, Attempt]]:
     key winning (an engine error executed again is appended again). Never writes to the file."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"judge.wrong_solutions={path}: no such file; point it at an evaluate run's "
+        raise DataError(f"evaluate.judge.wrong_solutions={path}: no such file; point it at an evaluate run's "
                         "samples.jsonl (e.g. outputs/evaluate/<prompting run>/samples.jsonl) or set it to null")
     latest: dict[tuple, tuple[str, Attempt]] = {}
-    fix = "point judge.wrong_solutions at an evaluate run's samples.jsonl"
+    fix = "point evaluate.judge.wrong_solutions at an evaluate run's samples.jsonl"
     for lineno, record in read_jsonl(path, DataError, fix):
         try:
             attempt = Attempt.from_record(record)
             dataset = record["dataset"]
         except (ValueError, TypeError, KeyError) as exc:
-            raise DataError(f"judge.wrong_solutions={path}, line {lineno}: not a record of evaluate.py's "
+            raise DataError(f"evaluate.judge.wrong_solutions={path}, line {lineno}: not a record of evaluate.py's "
                             f"samples.jsonl ({type(exc).__name__}: {exc}); point it at such a file") from None
         latest[(dataset, attempt.key())] = (dataset, attempt)
     return list(latest.values())
@@ -194,10 +194,11 @@ class Explained:
 class JudgeRun:
     """evaluate()'s judging: `explain` while the evaluated model is loaded, `judge` after it is freed."""
 
-    def __init__(self, cfg, datasets: dict, run_dir: Path):
-        self.cfg, self.jcfg = cfg, cfg.judge
+    def __init__(self, cfg, shared, datasets: dict):
+        """cfg: the evaluate section (its judge settings and refine_sampling); shared: config.Shared."""
+        self.cfg, self.jcfg, self.shared = cfg, cfg.judge, shared
         self.problems = {key: {p.task_id: p for p in ds.problems} for key, ds in datasets.items()}
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(shared.run_dir)
         self.items: list[Explained] = []
         # A bad path or file fails now, before any sampling, not after the whole evaluation.
         self.source = None
@@ -207,13 +208,13 @@ class JudgeRun:
 
     def _usable(self, attempts: list[tuple[str, Attempt]]) -> list[tuple[str, Attempt]]:
         """The wrong initial attempts of this run's datasets; none is a user error naming the fix."""
-        where = (f"judge.wrong_solutions={self.jcfg.wrong_solutions}" if self.jcfg.wrong_solutions
+        where = (f"evaluate.judge.wrong_solutions={self.jcfg.wrong_solutions}" if self.jcfg.wrong_solutions
                  else f"this run's {self.run_dir / 'samples.jsonl'}")
         wrong = [(d, a) for d, a in attempts if is_wrong_initial(a)]
         if not wrong:
             raise DataError(f"no wrong initial solution to explain in {where}: every sample passed or hit an "
-                            "engine error; point judge.wrong_solutions at a run with failing samples (e.g. the "
-                            "prompting run's samples.jsonl) or raise sampling.n")
+                            "engine error; point evaluate.judge.wrong_solutions at a run with failing samples (e.g. the "
+                            "prompting run's samples.jsonl) or raise evaluate.sampling.n")
         usable = [(d, a) for d, a in wrong if a.task_id in self.problems.get(d, {})]
         if not usable:
             found = sorted({d for d, _ in wrong})
@@ -230,7 +231,7 @@ class JudgeRun:
         own = [(d, a) for d, attempts in results.items() for a in attempts]
         drawn = draw_wrong(self._usable(self.source if self.source is not None else own), self.jcfg.n, self.jcfg.seed)
         if len(drawn) < self.jcfg.n:
-            log.warning("judge: only %d problems have a wrong initial solution (judge.n=%d)", len(drawn), self.jcfg.n)
+            log.warning("judge: only %d problems have a wrong initial solution (evaluate.judge.n=%d)", len(drawn), self.jcfg.n)
         mine = {(d, a.key()): a for d, a in own}
         explanations = JsonlLog(self.run_dir / EXPLANATIONS_LOG)
         generated = {(r["dataset"], r["task_id"], r["sample_id"], r["wrong_code"]): Attempt.from_record(r)
@@ -252,9 +253,9 @@ class JudgeRun:
             problems = self.problems[dataset]
             by_key = {(w.task_id, w.sample_id): w for w in wrongs}
             requests = [refine_request(problems[w.task_id], w, EXPLAIN_MODE, few_shot=demos) for w in wrongs]
-            seed = f"{self.cfg.refine_sampling.seed}|{dataset}|judge"
+            seed = f"{self.shared.seed}|{dataset}|judge"
             for answers in sample_and_execute(generator, executor, problems, requests, params, seed=seed,
-                                              tasks_per_call=max(1, self.cfg.backend.batch_size)):
+                                              tasks_per_call=max(1, self.shared.backend.batch_size)):
                 records = []
                 for a in answers:
                     wrong = by_key[(a.task_id, a.sample_id)]
@@ -282,7 +283,7 @@ class JudgeRun:
 
             owns = generator is None
             try:
-                generator = generator or build_generator(judge_model, self.jcfg.backend or self.cfg.backend)
+                generator = generator or build_generator(judge_model, self.jcfg.backend or self.shared.backend)
                 with tqdm(total=len(todo), desc=f"judge {judge_model.name}", unit="explanation",
                           dynamic_ncols=True) as bar:
                     for start in range(0, len(todo), JUDGE_CHUNK):
@@ -293,7 +294,7 @@ class JudgeRun:
                         bar.update(len(chunk))
             except BackendError as exc:
                 raise BackendError(f"judge {judge_model.name!r} ({judge_model.source}): {exc} [the judge's "
-                                   "server is set by judge.backend.base_url and its key by judge.backend.api_key_env; "
+                                   "server is set by evaluate.judge.backend.base_url and its key by evaluate.judge.backend.api_key_env; "
                                    f"the {len(records)} judgments so far are kept in {judgments.path}]") from None
             finally:
                 if owns and generator is not None:
@@ -318,7 +319,7 @@ class JudgeRun:
             if not pending:
                 break
             params = SamplingParams(n=1, temperature=s.temperature if attempt == 0 else self.jcfg.retry_temperature,
-                                    top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed + attempt,
+                                    top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=self.jcfg.seed + attempt,
                                     stop=tuple(s.stop))
             completions = generator.generate([messages[i] for i in pending], params)
             for i, completions_i in zip(pending, completions):

@@ -226,12 +226,12 @@ REFINE_DEMOS: tuple[RefineDemo, ...] = (
 
 
 def refine_demos(k: int) -> tuple[RefineDemo, ...]:
-    """The first k worked demos (model.refine_few_shot, collect.teacher.few_shot)."""
+    """The first k worked demos (evaluate.refine_few_shot, collect.teacher.few_shot)."""
     if not 0 <= k <= len(REFINE_DEMOS):
-        from selfdebug.data import DataError
+        from selfdebug.errors import ConfigError
 
-        raise DataError(f"refine few-shot k={k}: between 0 and {len(REFINE_DEMOS)} worked demos exist "
-                        "(set model.refine_few_shot / collect.teacher.few_shot to at most that)")
+        raise ConfigError(f"refine few-shot k={k}: between 0 and {len(REFINE_DEMOS)} worked demos exist "
+                          "(set evaluate.refine_few_shot / collect.teacher.few_shot to at most that)")
     return REFINE_DEMOS[:k]
 
 

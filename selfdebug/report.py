@@ -28,23 +28,26 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from selfdebug import metrics as M
+from selfdebug.errors import UserError
 
 PAPER_CSV = Path(__file__).resolve().parent / "paper" / "ledex_results.csv"
 
 BENCHMARKS, OVERALL = M.BENCHMARKS, M.OVERALL  # the paper's columns; selfdebug/metrics.py
 # Row label -> (mode, round): the initial code is round 0 of any mode's chains.
 STAGES = {"Init.": (None, 0), "Refine": ("refine", 1), "Expl.+Refine": ("explain_refine", 1)}
-APPROACHES = ("Prompt.", "SFT", "RL")
+# The algorithm that trained the evaluated checkpoint (its lineage; "prompt" = no training) -> the
+# approach label of its table rows. The paper's are Prompt., SFT and RL (its PPO); the others are ours.
+APPROACHES = {"prompt": "Prompt.", "sft": "SFT", "ppo": "RL", "grpo": "GRPO", "dpo": "DPO"}
+PAPER_APPROACHES = ("Prompt.", "SFT", "RL")  # Table 4's columns
 DEFAULT_DATA = "GPT-3.5"  # the paper's main tables use GPT-3.5-Turbo's explanations and refinements
-PREVIOUS = {"SFT": "Prompt.", "RL": "SFT"}  # the paper's deltas: SFT vs prompting, RL vs SFT
+# the approach a row's delta is taken against: SFT vs prompting, RL (and our GRPO, DPO) vs SFT
+PREVIOUS = {"SFT": "Prompt.", "RL": "SFT", "GRPO": "SFT", "DPO": "SFT"}
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Nothing to report, or a metrics file that cannot be read; the message names the fix."""
 
 
@@ -64,30 +67,26 @@ class Run:
         return self.meta.get("config") or {}
 
     @property
+    def settings(self) -> dict:
+        """The evaluate section of the run's resolved config."""
+        return self.config.get("evaluate") or {}
+
+    @property
+    def labels(self) -> dict:
+        """The row evaluate.py recorded (evaluation.row_labels)."""
+        return self.meta.get("row") or {}
+
+    @property
     def model(self) -> str:
-        report, model = self.config.get("report") or {}, self.config.get("model") or {}
-        return report.get("model") or model.get("name") or "?"
+        return self.labels.get("model") or "?"
 
     @property
     def approach(self) -> str:
-        """report.approach, else from the adapter path: none = prompting, a PPO/DPO/SFT run dir."""
-        explicit = (self.config.get("report") or {}).get("approach")
-        if explicit:
-            return explicit
-        adapter = str((self.config.get("model") or {}).get("adapter") or "").lower()
-        if not adapter:
-            return "Prompt."
-        for needle, label in (("ppo", "RL"), ("dpo", "DPO"), ("sft", "SFT")):
-            if needle in adapter:
-                return label
-        return "Tuned"
+        return self.labels.get("approach") or "?"
 
     @property
     def data(self) -> str:
-        """The training-data label; a prompting run trained on nothing, so it has none."""
-        if self.approach == "Prompt.":
-            return DEFAULT_DATA
-        return (self.config.get("report") or {}).get("data") or DEFAULT_DATA
+        return self.labels.get("data") or DEFAULT_DATA
 
     @property
     def row(self) -> tuple[str, str, str]:
@@ -108,15 +107,14 @@ class Run:
         return M.benchmark_chains(self.per_task, benchmark, mode)
 
     def provenance(self) -> str:
-        meta, cfg = self.meta, self.config
-        model = cfg.get("model") or {}
-        sampling, refine = cfg.get("sampling") or {}, cfg.get("refine_sampling") or {}
+        meta, model, settings = self.meta, self.config.get("model") or {}, self.settings
+        sampling, refine = settings.get("sampling") or {}, settings.get("refine_sampling") or {}
         data = ", ".join(f"{k} {d.get('version')} sha256:{str(d.get('sha256'))[:12]} ({d.get('n_tasks')} tasks)"
                          for k, d in self.per_task.items())
         sha = meta.get("git_sha")
         git = f"{sha[:10]}{' (dirty)' if meta.get('git_dirty') else ''}" if sha else "unknown"
         return (f"[{self.index}] `{self.path}`: {model.get('source', '?')}"
-                f"{' + adapter ' + str(model['adapter']) if model.get('adapter') else ''}; "
+                f"{' + adapter ' + str(settings['adapter']) if settings.get('adapter') else ''}; "
                 f"data: {data or '-'}; seed {meta.get('seed')}; "
                 f"sampling n={sampling.get('n')} T={sampling.get('temperature')} top_p={sampling.get('top_p')} "
                 f"max_new_tokens={sampling.get('max_new_tokens')}; refine T={refine.get('temperature')} "
@@ -158,55 +156,22 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 
 def _approach_order(approach: str) -> int:
-    return APPROACHES.index(approach) if approach in APPROACHES else len(APPROACHES)
+    order = list(APPROACHES.values())
+    return order.index(approach) if approach in order else len(order)
 
 
 # ----------------------------------------------------------------------------------------- maths
-@dataclass(frozen=True)
-class Cell:
-    """A number of ours (fraction, or a 1-5 score) with its 95% CI; `partial` names the benchmarks
-    an overall value had to do without."""
-
-    value: float
-    low: float | None = None
-    high: float | None = None
-    partial: tuple[str, ...] = ()
-
-
-def _pooled_mean(resampled: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(resampled, axis=1).mean(axis=1)
-
-
-def _mean_of_rates(resampled: list[np.ndarray]) -> np.ndarray:
-    import warnings
-
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no wrong sample anywhere: NaN
-        rates = [r[..., 1].sum(axis=1) / r[..., 0].sum(axis=1) for r in resampled]
-        return np.nanmean(np.stack(rates), axis=0)
-
-
-def estimate(strata: list[np.ndarray], statistic: Callable, n_boot: int, seed: int,
-             missing: tuple[str, ...] = ()) -> Cell:
-    """The statistic on the data and its stratified bootstrap CI (each benchmark a stratum)."""
-    value = float(statistic([s[None] for s in strata])[0])
-    if n_boot <= 0:
-        return Cell(value, partial=missing)
-    low, high = M.stratified_bootstrap_ci(strata, statistic, n_boot=n_boot, seed=seed)
-    return Cell(value, low, high, missing)
-
-
-def pass_cell(run: Run, benchmarks: Sequence[str], stage: str, k: int, n_boot: int, seed: int) -> Cell | None:
+def pass_cell(run: Run, benchmarks: Sequence[str], stage: str, k: int, n_boot: int, seed: int) -> M.Cell | None:
     """pass@k of a stage over one benchmark, or the task-count-weighted mean over several (the
     paper's "overall" = the mean over the pooled tasks). None when the run has none of them."""
     mode, rnd = STAGES[stage]
     strata, missing = M.pass_strata(run.per_task, benchmarks, mode, rnd, k)
     if not strata:
         return None
-    return estimate(strata, _pooled_mean, n_boot, seed, tuple(missing) if len(benchmarks) > 1 else ())
+    return M.estimate(strata, M.pooled_mean, n_boot, seed, tuple(missing) if len(benchmarks) > 1 else ())
 
 
-def refine_rate_cell(run: Run, mode: str, n_boot: int, seed: int) -> Cell | None:
+def refine_rate_cell(run: Run, mode: str, n_boot: int, seed: int) -> M.Cell | None:
     """Table 4: the success refinement rate (round 1) averaged over the benchmarks the run has."""
     strata, missing = [], []
     for b in BENCHMARKS:
@@ -218,7 +183,7 @@ def refine_rate_cell(run: Run, mode: str, n_boot: int, seed: int) -> Cell | None
             strata.append(rows)
     if not strata:
         return None
-    return estimate(strata, _mean_of_rates, n_boot, seed, tuple(missing))
+    return M.estimate(strata, M.mean_of_rates, n_boot, seed, tuple(missing))
 
 
 # ----------------------------------------------------------------------------------------- paper
@@ -277,11 +242,7 @@ def _latex_escape(text: str) -> str:
     return text.replace("\x00", "\\textbackslash{}")
 
 
-def pct(value: float | None) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
-
-
-def fmt(cell: Cell | None, delta: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
+def fmt(cell: M.Cell | None, delta: float | None = None, scale: float = 100.0, digits: int = 2) -> str:
     """"41.20 (+3.10) [35.04, 47.13]": value, delta, 95% CI; "-" when missing; "*" = partial."""
     if cell is None or math.isnan(cell.value):
         return "-"
@@ -299,7 +260,7 @@ def fmt_paper(value: float | None, delta: float | None = None, scale: float = 10
     return f"{scale * value:.{digits}f}" + (f" ({scale * delta:+.{digits}f})" if delta is not None else "")
 
 
-def _partial_note(cells: list[Cell | None]) -> list[str]:
+def _partial_note(cells: list[M.Cell | None]) -> list[str]:
     missing = sorted({b for c in cells if c is not None for b in c.partial})
     return ([f"* computed without {', '.join(missing)}: the run did not evaluate it (or had no sample to refine)"]
             if missing else [])
@@ -396,7 +357,7 @@ def _previous_run(by_row: dict, model: str, approach: str, data: str) -> Run | N
 def table4(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bool) -> Table:
     """Table 4 layout: success refinement rate averaged over the benchmarks, per approach, with
     deltas (SFT vs Prompt., RL vs SFT)."""
-    columns = [(stage, approach) for stage in ("Refine", "Expl.+Refine") for approach in APPROACHES]
+    columns = [(stage, approach) for stage in ("Refine", "Expl.+Refine") for approach in PAPER_APPROACHES]
     header = ["Model", "Data", "Source", "-"] + [f"{s} {a}" for s, a in columns]
     table = Table("Table 4: success refinement rate averaged over the benchmarks (delta vs the previous approach)",
                   header)
@@ -431,7 +392,7 @@ def table10(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bo
     """Table 10 layout: self-refinement success rate of base models under greedy decoding, per
     benchmark (Prompt. runs with sampling.temperature 0)."""
     columns = [(b, stage) for b in ("MBPP", "HumanEval") for stage in ("Refine", "Expl.+Refine")]
-    greedy = [r for r in runs if r.approach == "Prompt." and (r.config.get("sampling") or {}).get("temperature") == 0]
+    greedy = [r for r in runs if r.approach == "Prompt." and (r.settings.get("sampling") or {}).get("temperature") == 0]
     models = [r.model for r in greedy]
     if paper_only:
         models += sorted({k[1] for k in paper if k[0] == "10"} - set(models))
@@ -448,7 +409,7 @@ def table10(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bo
                 chains = run.chains(b, STAGES[stage][0])
                 rows = M.refine_rows(chains, 1) if chains else None
                 ok = rows is not None and len(rows) and rows[:, 0].sum() > 0
-                cells.append(fmt(estimate([rows], _mean_of_rates, n_boot, seed)) if ok else "-")
+                cells.append(fmt(M.estimate([rows], M.mean_of_rates, n_boot, seed)) if ok else "-")
             table.rows.append([model, f"ours [{run.index}]", "", ""] + cells)
         values = [paper.get(("10", model, "Prompt.", "none", s, b, "refine_rate_greedy")) for b, s in columns]
         if any(v is not None for v in values):
@@ -467,7 +428,7 @@ def table9(runs: list[Run], paper: dict, paper_only: bool) -> Table | None:
     table = Table("Table 9: explanation quality, mean score 1-5 (judge on a fixed sample of wrong solutions)",
                   ["Raters", "Criterion", "-", "-"] + [f"{m} {a}" for m, a in columns])
     by_col = {(r.model, r.approach): r for r in judged}
-    judges = sorted({((r.config.get("judge") or {}).get("model") or {}).get("name") or "judge" for r in judged})
+    judges = sorted({((r.settings.get("judge") or {}).get("model") or {}).get("name") or "judge" for r in judged})
     for criterion in ("correctness", "helpfulness", "mean"):
         row = []
         for col in columns:
@@ -479,7 +440,7 @@ def table9(runs: list[Run], paper: dict, paper_only: bool) -> Table | None:
             value = (m.get("judge/correctness", math.nan) + m.get("judge/helpfulness", math.nan)) / 2 \
                 if criterion == "mean" else m.get(f"judge/{criterion}")
             low, high = m.get(f"judge/{criterion}_ci_low"), m.get(f"judge/{criterion}_ci_high")
-            row.append(fmt(Cell(value if value is not None else math.nan, low, high), scale=1.0)
+            row.append(fmt(M.Cell(value if value is not None else math.nan, low, high), scale=1.0)
                        + (f" (n={int(m['judge/n'])})" if criterion == "mean" else ""))
         if judged:
             table.rows.append([f"ours: {', '.join(judges)}", criterion, "", ""] + row)
@@ -490,109 +451,6 @@ def table9(runs: list[Run], paper: dict, paper_only: bool) -> Table | None:
             table.rows.append([f"paper: {rater}", "mean", "", ""] + [fmt_paper(v, scale=1.0) for v in values])
     table.notes.append("paper: GPT-3.5-Turbo is the teacher column (its explanations judged the same way)")
     return table
-
-
-# ----------------------------------------------------------------------------------------- plots
-MODE_STYLES = {"initial": ":", "refine": "-", "explain_refine": "--"}
-
-
-def _plot_grid(runs: list[Run], path: Path, title: str, xlabel: str, ylabel: str,
-               lines: Callable[[Run, str], list[tuple[str, str, list[float], list[float]]]]) -> Path | None:
-    """One panel per benchmark; lines(run, benchmark) -> [(label, style key, xs, ys)]. A colour per
-    run, a line style per strategy. None (and no file) when there is nothing to draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = {b: [(run, line) for run in runs for line in lines(run, b)] for b in BENCHMARKS}
-    panels = {b: v for b, v in panels.items() if v}
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    colours = {run.path: f"C{i % 10}" for i, run in enumerate(runs)}
-    for ax, (benchmark, items) in zip(axes[0], panels.items()):
-        for run, (label, style, xs, ys) in items:
-            ax.plot(xs, ys, marker="o", markersize=3, color=colours[run.path], linestyle=MODE_STYLES[style],
-                    label=f"{run.label}: {label}")
-        ax.set_title(benchmark)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel(ylabel)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_iterative(runs: list[Run], path: Path) -> Path | None:
-    """pass@1 against refinement round (0 = initial code), per run and mode (the paper's Fig. 4)."""
-
-    def lines(run: Run, benchmark: str):
-        out = []
-        for mode in ("refine", "explain_refine"):
-            chains = run.chains(benchmark, mode)
-            if not chains:
-                continue
-            rounds = max(int(run.config.get("rounds") or 1),
-                         max((r for c in chains for r in c if r is not None), default=0))
-            ys = [M.pass_values(chains, 1, r) for r in range(rounds + 1)]
-            if all(y is not None for y in ys):
-                out.append((mode, mode, list(range(rounds + 1)), [100 * float(y.mean()) for y in ys]))
-        return out
-
-    return _plot_grid(runs, path, "Iterative self-refinement", "refinement round (0 = initial code)",
-                      "pass@1 (%)", lines)
-
-
-def cost_curves(run: Run, benchmark: str, mode: str) -> dict[str, tuple[list[float], list[float]]] | None:
-    """Generated tokens per task (x) against pass@k (y), k = 1..n, for two ways to spend tokens:
-    "initial": k independent samples (k x the mean tokens of one sample);
-    "<mode> r": k sample chains, each the initial sample plus up to r refinement rounds (k x the
-    mean tokens of a chain, counting the rounds a chain never needed as zero).
-    From the per-task chains and the token metrics of the benchmark's dataset."""
-    chains = run.chains(benchmark, mode)
-    source = run.source(benchmark)
-    if not chains or source is None:
-        return None
-    key, m = source[0], run.metrics
-    n_init = m.get(f"eval/{key}/init/n_samples") or 0
-    if not n_init:
-        return None
-    per_sample = m[f"eval/{key}/init/tokens"] / n_init
-    n = min(len(c) for c in chains)
-    ks = list(range(1, n + 1))
-    curves = {"initial": ([k * per_sample for k in ks],
-                          [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in M.solved_counts(chains, 0)])) for k in ks])}
-    chain_tokens = per_sample
-    rnd = 1
-    while f"eval/{key}/{mode}/round{rnd}/tokens" in m:
-        chain_tokens += m[f"eval/{key}/{mode}/round{rnd}/tokens"] / n_init
-        counts = M.solved_counts(chains, rnd)
-        curves[f"{mode} r{rnd}"] = ([k * chain_tokens for k in ks],
-                                    [100 * float(np.mean([M.pass_at_k(a, c, k) for a, c in counts])) for k in ks])
-        rnd += 1
-    return curves
-
-
-def plot_cost(runs: list[Run], path: Path) -> Path | None:
-    """The cost-aware view: pass@k against generated tokens per task, initial sampling vs refinement."""
-
-    def lines(run: Run, benchmark: str):
-        out, seen_initial = [], False
-        for mode in ("refine", "explain_refine"):
-            for name, (xs, ys) in (cost_curves(run, benchmark, mode) or {}).items():
-                if name == "initial":
-                    if seen_initial:
-                        continue  # the same initial curve once per run
-                    seen_initial = True
-                out.append((name, "initial" if name == "initial" else mode, xs, ys))
-        return out
-
-    return _plot_grid(runs, path, "Cost-aware pass@k: k samples vs k samples each refined",
-                      "generated tokens per task", "pass@k (%)", lines)
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -635,6 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (out / "report.md").write_text(markdown)
         (out / "report.tex").write_text(latex)
         written = [out / "report.md", out / "report.tex"]
+        from selfdebug.plots import plot_cost, plot_iterative
+
         written += [p for p in (plot_iterative(runs, out / "iterative_refinement.png"),
                                 plot_cost(runs, out / "cost_pass_at_k.png")) if p]
         print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)

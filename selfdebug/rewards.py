@@ -1,32 +1,79 @@
 """The LeDex reward (§2.3, ../shared/docs/LEDEX.md §1.4): pure functions, usable outside any trainer.
 
 For a refinement r (with explanation e) of a wrong solution w, with the collected references of w:
-    S_cb(r) = mean CodeBLEU(r, r_c) over the correct refinements R_c
-    S_ut(r) = fraction of the task's unit tests r passes (run-all execution)
+    S_cb(r) = mean CodeBLEU(r, r_c) over the correct refinements R_c           CODE_TERMS["codebleu"]
+    S_ut(r) = fraction of the task's unit tests r passes (run-all execution)  CODE_TERMS["unit_tests"]
     S_ex(e) = mean cosine similarity of e's sentence embedding to those of E_c
-    R(r) = code_scale * (w_cb * S_cb + w_ut * S_ut) + code_offset          paper: 5 (S_cb + S_ut) - 5
+    R(r) = code_scale * sum_t code_terms[t] * S_t(r) + code_offset          paper: 5 (S_cb + S_ut) - 5
     R(e) = explanation_scale * S_ex + explanation_offset                  paper: (50 S_ex - 35) / 3
-R(e) sits on the last explanation token, R(r) on the last token (`training/ppo_math.py`).
-Every coefficient and each term's on/off is in `conf/reward/*.yaml` (RewardConfig).
+R(e) sits on the last explanation token, R(r) on the last token (training/rl.py places them).
+Every coefficient and each term's weight is in `conf/reward/*.yaml` (RewardConfig). A new code term
+is one function in CODE_TERMS plus its weight in a reward YAML; a new ablation is a YAML file.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
+
+from selfdebug.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """What a code term may look at: the refined program, how it ran, the references of its prompt."""
+
+    code: str
+    pass_fraction: float  # share of the unit tests passed (every test run)
+    passed: bool  # every test passed
+    reference_codes: Sequence[str]  # R_c: the correct refinements of the same wrong code
+
+
+def codebleu_term(r: Rollout) -> float:
+    """S_cb: mean CodeBLEU of the code against each correct refinement."""
+    return codebleu(r.code, r.reference_codes)
+
+
+def unit_test_term(r: Rollout) -> float:
+    """S_ut: the share of unit tests passed."""
+    return r.pass_fraction
+
+
+def all_pass_term(r: Rollout) -> float:
+    """1 if every unit test passes, else 0 (the binary_pass ablation)."""
+    return 1.0 if r.passed else 0.0
+
+
+# reward.code_terms names -> S_t(r) in [0, 1]; R(r) weights them (conf/reward/*.yaml)
+CODE_TERMS: dict[str, Callable[[Rollout], float]] = {
+    "codebleu": codebleu_term,
+    "unit_tests": unit_test_term,
+    "all_pass": all_pass_term,
+}
+
+
+def check(cfg) -> None:
+    """A reward config names only known terms (at start-up, not after minutes of rollouts)."""
+    unknown = sorted(set(cfg.code_terms) - set(CODE_TERMS))
+    if unknown:
+        raise ConfigError(f"train.reward.code_terms: unknown term(s) {unknown}; the terms are {sorted(CODE_TERMS)} "
+                          "(selfdebug/rewards.py::CODE_TERMS)")
+
+
+@dataclass(frozen=True)
 class RewardParts:
-    s_cb: float
-    s_ut: float
-    s_ex: float | None  # None: no explanation term (refine-only rollout, or switched off)
+    terms: dict[str, float]  # S_t of every weighted code term
+    s_ex: float | None  # None: no explanation term (refine-only rollout, switched off, no references)
     passed: bool
     code_reward: float
     explanation_reward: float | None
+
+    @property
+    def total(self) -> float:
+        return self.code_reward + (self.explanation_reward or 0.0)
 
 
 def codebleu(candidate: str, references: Sequence[str]) -> float:
@@ -58,9 +105,9 @@ def cosine_mean(embedding, reference_embeddings) -> float:
     return float(sims.mean())
 
 
-def code_reward(s_cb: float, s_ut: float, cfg) -> float:
-    """R(r). cfg: RewardConfig (codebleu_weight, unit_test_weight, code_scale, code_offset)."""
-    return cfg.code_scale * (cfg.codebleu_weight * s_cb + cfg.unit_test_weight * s_ut) + cfg.code_offset
+def code_reward(terms: dict[str, float], cfg) -> float:
+    """R(r) from the S_t values. cfg: RewardConfig (code_terms weights, code_scale, code_offset)."""
+    return cfg.code_scale * sum(cfg.code_terms[t] * v for t, v in terms.items()) + cfg.code_offset
 
 
 def explanation_reward(s_ex: float, cfg) -> float:
@@ -83,14 +130,10 @@ class Embedder:
         return self.model.encode(list(texts), convert_to_numpy=True, show_progress_bar=False)
 
 
-def score(*, code: str, explanation: str | None, pass_fraction: float, passed: bool,
-          reference_codes: Sequence[str], explanation_similarity: float | None, cfg) -> RewardParts:
-    """All terms of one rollout. explanation is None for refine-only rollouts (R(r) alone);
-    explanation_similarity is S_ex, computed by the caller in one batched embedding call."""
-    s_cb = codebleu(code, reference_codes) if cfg.codebleu_weight else 0.0
-    s_ut = (1.0 if passed else 0.0) if cfg.binary_unit_tests else pass_fraction
-    r_code = code_reward(s_cb, s_ut, cfg)
-    use_expl = cfg.explanation and explanation is not None and explanation_similarity is not None
-    s_ex = explanation_similarity if use_expl else None
-    return RewardParts(s_cb=s_cb, s_ut=s_ut, s_ex=s_ex, passed=passed, code_reward=r_code,
-                       explanation_reward=explanation_reward(s_ex, cfg) if use_expl else None)
+def score(rollout: Rollout, explanation_similarity: float | None, cfg) -> RewardParts:
+    """All terms of one rollout. explanation_similarity: S_ex, computed by the caller in one batched
+    embedding call (None: no R(e) for this rollout). Terms of weight 0 are not computed."""
+    terms = {t: CODE_TERMS[t](rollout) for t, w in cfg.code_terms.items() if w}
+    s_ex = explanation_similarity if cfg.explanation else None
+    return RewardParts(terms=terms, s_ex=s_ex, passed=rollout.passed, code_reward=code_reward(terms, cfg),
+                       explanation_reward=explanation_reward(s_ex, cfg) if s_ex is not None else None)

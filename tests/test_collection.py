@@ -21,8 +21,9 @@ from selfdebug.collection import (
     program_key,
     unique_solutions,
 )
-from selfdebug.config import RunConfig, compose, to_typed
+from selfdebug.config import Config, typed
 from selfdebug.data import DataError, load_dataset
+from selfdebug.errors import ConfigError
 from selfdebug.episode import Attempt
 from selfdebug.execution import Executor
 from selfdebug.generation import Completion
@@ -38,11 +39,15 @@ def mbpp_train():
     return {"mbpp_train": load_dataset("mbpp", split="train", path=MBPP, limit=4)}
 
 
-def make_cfg(tmp_path, *overrides) -> RunConfig:
-    cfg = compose("collect", [f"collect.dataset.mbpp_train.path={MBPP}", "collect.dataset.mbpp_train.limit=4",
+def make_cfg(tmp_path, *overrides) -> Config:
+    return typed("collect", [f"collect.dataset.mbpp_train.path={MBPP}", "collect.dataset.mbpp_train.limit=4",
                               "collect.sampling.n=3", "collect.teacher_sampling.n=2", "execution.workers=2",
                               "backend.batch_size=3", "tracking=none", *overrides], output_dir=tmp_path)
-    return to_typed(cfg, RunConfig)
+
+
+def stage(cfg: Config):
+    """collect()'s arguments: the collect section and the shared groups."""
+    return cfg.collect, cfg.shared("collect")
 
 
 class ScriptedModel:
@@ -90,7 +95,7 @@ def read_outputs(run_dir: Path) -> dict[str, list]:
 def test_parse_shard():
     assert parse_shard("0/1") == (0, 1) and parse_shard("3/4") == (3, 4)
     for bad in ("4/4", "x", "1/0", "-1/2"):
-        with pytest.raises(DataError, match="collect.shard"):
+        with pytest.raises(ConfigError, match="collect.shard"):
             parse_shard(bad)
 
 
@@ -165,7 +170,7 @@ def test_suite_records_round_trip_and_refuse_call_suites():
 def test_pipeline_with_scripted_model_writes_loadable_datasets(tmp_path, mbpp_train):
     cfg = make_cfg(tmp_path)
     model = ScriptedModel(mbpp_train["mbpp_train"].problems)
-    metrics = collect(cfg, mbpp_train, generator=model)
+    metrics = collect(*stage(cfg), mbpp_train, generator=model)
     stats = json.loads((tmp_path / "data" / "stats.json").read_text())["mbpp_train"]
     initial = [json.loads(line) for line in (tmp_path / INITIAL_LOG).read_text().splitlines()]
     assert len(initial) == 4 * 3
@@ -180,7 +185,7 @@ def test_pipeline_with_scripted_model_writes_loadable_datasets(tmp_path, mbpp_tr
     # A rerun samples nothing and rewrites identical data.
     before = read_outputs(tmp_path)
     again = ScriptedModel(mbpp_train["mbpp_train"].problems)
-    collect(cfg, mbpp_train, generator=again)
+    collect(*stage(cfg), mbpp_train, generator=again)
     assert again.calls == 0 and read_outputs(tmp_path) == before
 
 
@@ -189,24 +194,24 @@ def test_shards_merged_equal_one_run(tmp_path, mbpp_train):
     # instead of by chunk would sample other batches (other seeds and rows) than the whole run.
     problems = mbpp_train["mbpp_train"].problems
     whole = make_cfg(tmp_path / "whole", "collect.tasks_per_chunk=2")
-    collect(whole, mbpp_train, generator=ScriptedModel(problems))
+    collect(*stage(whole), mbpp_train, generator=ScriptedModel(problems))
     shard_dirs = []
     for i in range(3):
         cfg = make_cfg(tmp_path / f"shard{i}", "collect.tasks_per_chunk=2", f"collect.shard={i}/3")
         write_resolved_config(cfg.output_dir, cfg)  # as collect.py does
-        collect(cfg, mbpp_train, generator=ScriptedModel(problems))
+        collect(*stage(cfg), mbpp_train, generator=ScriptedModel(problems))
         shard_dirs.append(str(tmp_path / f"shard{i}"))
     merged = make_cfg(tmp_path / "merged", "collect.tasks_per_chunk=2", f"collect.merge=[{','.join(shard_dirs)}]")
-    collect(merged, mbpp_train)
+    collect(*stage(merged), mbpp_train)
     assert read_outputs(tmp_path / "merged") == read_outputs(tmp_path / "whole")
     with pytest.raises(DataError, match="has no initial.jsonl"):
-        collect(make_cfg(tmp_path / "bad", f"collect.merge=[{tmp_path / 'nowhere'}]"), mbpp_train)
+        collect(*stage(make_cfg(tmp_path / "bad", f"collect.merge=[{tmp_path / 'nowhere'}]")), mbpp_train)
     # A shard that ran other settings would mix two samplings: refused.
     other = make_cfg(tmp_path / "other", "collect.tasks_per_chunk=2", "collect.shard=2/3", "seed=7")
     write_resolved_config(other.output_dir, other)
-    collect(other, mbpp_train, generator=ScriptedModel(problems))
+    collect(*stage(other), mbpp_train, generator=ScriptedModel(problems))
     with pytest.raises(DataError, match="ran other settings"):
-        collect(make_cfg(tmp_path / "mixed", f"collect.merge=[{shard_dirs[0]},{shard_dirs[1]},{other.output_dir}]"),
+        collect(*stage(make_cfg(tmp_path / "mixed", f"collect.merge=[{shard_dirs[0]},{shard_dirs[1]},{other.output_dir}]")),
                 mbpp_train)
 
 
@@ -215,24 +220,24 @@ def test_engine_errors_are_retried_never_labelled(tmp_path, mbpp_train, monkeypa
 
     problems = mbpp_train["mbpp_train"].problems
     reference = make_cfg(tmp_path / "ref")
-    collect(reference, mbpp_train, generator=ScriptedModel(problems))
+    collect(*stage(reference), mbpp_train, generator=ScriptedModel(problems))
 
     # A few errors: retried at once, the data is as if nothing happened.
     monkeypatch.setattr(collection, "Executor", flaky_executor(3))
-    collect(make_cfg(tmp_path / "flaky"), mbpp_train, generator=ScriptedModel(problems))
+    collect(*stage(make_cfg(tmp_path / "flaky")), mbpp_train, generator=ScriptedModel(problems))
     assert read_outputs(tmp_path / "flaky")["data/sft.jsonl"] == read_outputs(tmp_path / "ref")["data/sft.jsonl"]
 
     # A dead engine: every attempt is logged as an error and none is labelled...
     monkeypatch.setattr(collection, "Executor", flaky_executor(10**6))
     broken = make_cfg(tmp_path / "broken")
-    metrics = collect(broken, mbpp_train, generator=ScriptedModel(problems))
+    metrics = collect(*stage(broken), mbpp_train, generator=ScriptedModel(problems))
     assert metrics["collect/mbpp_train/unique"] == 0 and metrics["collect/sft/records"] == 0
     assert metrics["collect/mbpp_train/engine_errors"] == 12
     # ...and the rerun on a healthy machine executes the same programs again, sampling nothing new
     # for them, then goes on to the teacher stage.
     monkeypatch.setattr(collection, "Executor", Executor)
     model = ScriptedModel(problems)
-    collect(broken, mbpp_train, generator=model)
+    collect(*stage(broken), mbpp_train, generator=model)
     fixed = read_outputs(tmp_path / "broken")
     assert fixed["data/sft.jsonl"] == read_outputs(tmp_path / "ref")["data/sft.jsonl"]
     teacher_calls = len({json.loads(x)["task_id"] for x in fixed[TEACHER_LOG]})
@@ -290,26 +295,30 @@ def test_bad_shard_is_one_clear_error(tmp_path):
 def test_teacher_is_another_generator_when_configured(tmp_path, mbpp_train):
     problems = mbpp_train["mbpp_train"].problems
     sampler, teacher = ScriptedModel(problems), ScriptedModel(problems)
-    collect(make_cfg(tmp_path), mbpp_train, generator=sampler, teacher=teacher)
+    collect(*stage(make_cfg(tmp_path)), mbpp_train, generator=sampler, teacher=teacher)
     assert sampler.calls > 0 and teacher.calls > 0
     records = [json.loads(x) for x in (tmp_path / TEACHER_LOG).read_text().splitlines()]
     assert {r["mode"] for r in records} == {"explain_refine"} and {r["branch"] for r in records} == {0, 1}
 
 
 def test_ppo_rewards_sit_on_the_explanation_end_and_the_last_token(tmp_path, tiny_model_dir, collected):
-    """PPOTrainer.rewards on a real tokenization: R(e) on the last explanation token, R(r) on the
-    last; an explain+refine answer without an explanation gets R(e) of S_ex = 0 on its last token."""
-    from selfdebug.parsing import parse_completion
-    from selfdebug.training.ppo import PPOTrainer
+    """The RL environment's rewards on a real tokenization: R(e) on the last explanation token, R(r) on
+    the last; an explain+refine answer without an explanation gets R(e) of S_ex = 0 on its last token."""
+    from transformers import AutoTokenizer
 
-    cfg = to_typed(compose("train", ["algorithm=ppo", f"model.source={tiny_model_dir}", f"train.data={collected}",
-                                     "tracking=none"], output_dir=tmp_path), RunConfig)
-    trainer = PPOTrainer(cfg, None)
-    [prompt] = trainer.prompts[:1]
+    from selfdebug.parsing import parse_completion
+    from selfdebug.training.data import data_file
+    from selfdebug.training.rl import Environment
+
+    cfg = typed("train", ["algorithm=ppo", f"model.source={tiny_model_dir}", f"train.data={collected}",
+                          "tracking=none"], output_dir=tmp_path)
+    env = Environment(cfg.train.ppo, cfg.train.reward, data_file(cfg.train.data, "rl"), 0,
+                      AutoTokenizer.from_pretrained(tiny_model_dir))
+    [prompt] = env.prompts[:1]
 
     def attempt(text):
         parsed = parse_completion(text, mode="explain_refine")
-        ids = tuple(trainer.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = tuple(env.tokenizer(text, add_special_tokens=False)["input_ids"])
         return Attempt(task_id=prompt.key, sample_id=0, round=1, mode="explain_refine", completion=text,
                        explanation=parsed.explanation, code=parsed.code, parse_reason=parsed.reason, status="fail",
                        plus_status=None, feedback="", verdicts=("fail",), token_ids=ids,
@@ -317,16 +326,16 @@ def test_ppo_rewards_sit_on_the_explanation_end_and_the_last_token(tmp_path, tin
 
     explained = attempt("The loop is off by one.\n\n```python\nx = 1\n```")
     silent = attempt("```python\nx = 1\n```")
-    parts, [scores, silent_scores], missing = trainer.rewards([explained, silent], {prompt.key: prompt})
+    parts, [placed, silent_placed], missing = env.score([explained, silent])
     ids = explained.token_ids
-    (last, r_code), (end, r_expl) = scores
+    (last, r_code), (end, r_expl) = placed["code"], placed["explanation"]
     assert last == len(ids) - 1 and r_code == parts[0].code_reward
     assert r_expl == parts[0].explanation_reward and end < last
-    assert trainer.tokenizer.decode(list(ids[: end + 1])).rstrip().endswith("off by one.")
+    assert env.tokenizer.decode(list(ids[: end + 1])).rstrip().endswith("off by one.")
     # no explanation: R(e) of S_ex = 0, i.e. -35/3 with the paper's mapping, on the last token; counted
     assert missing == 1 and parts[1].s_ex == 0.0
-    assert silent_scores == [(len(silent.token_ids) - 1, parts[1].code_reward),
-                             (len(silent.token_ids) - 1, pytest.approx(-35 / 3))]
+    assert silent_placed == {"code": (len(silent.token_ids) - 1, parts[1].code_reward),
+                             "explanation": (len(silent.token_ids) - 1, pytest.approx(-35 / 3))}
 
 
 def test_few_shot_prompts_reach_the_models(tmp_path, mbpp_train):
@@ -338,7 +347,7 @@ def test_few_shot_prompts_reach_the_models(tmp_path, mbpp_train):
             seen.extend(conversations)
             return super().generate(conversations, params)
 
-    collect(make_cfg(tmp_path, "model.few_shot=3", "collect.teacher.few_shot=2"), mbpp_train, generator=Recording(problems))
+    collect(*stage(make_cfg(tmp_path, "model.few_shot=3", "collect.teacher.few_shot=2")), mbpp_train, generator=Recording(problems))
     initial = [c for c in seen if c[-1]["content"].startswith("You are an expert")]
     assert initial and all(len(c) == 7 for c in initial)  # 3 shots x (user, assistant) + the task
     teacher = [c for c in seen if c not in initial]
@@ -353,7 +362,7 @@ def test_apps_call_based_problems_become_rl_prompts_that_run(tmp_path):
     from selfdebug.collection import reference_logs
     from selfdebug.episode import jobs_for
     from selfdebug.parsing import build_program
-    from selfdebug.training.ppo import load_prompts
+    from selfdebug.training.rl import load_prompts
 
     row = {"problem_id": 3, "question": "Return the indices of the two numbers that add up to target.",
            "difficulty": "interview", "url": "u", "starter_code": "class Solution:\n    def twoSum(self, nums, target):\n",

@@ -6,7 +6,6 @@ instead of passing vacuously.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -22,16 +21,9 @@ import yaml
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from selfdebug.config import (
-    CONF_DIR,
-    PRIMARY_SCHEMAS,
-    DatasetConfig,
-    RunConfig,
-    ExecutionConfig,
-    compose,
-    to_typed,
-)
-from selfdebug.execution.types import SandboxConfig
+from selfdebug.config import CONF_DIR, Config, DatasetConfig, compose, to_typed
+
+PRIMARY = ("collect", "evaluate", "train")  # conf/<name>.yaml: every entry script's primary config
 
 REPO_DIR = CONF_DIR.parent
 SHARED_DATA = REPO_DIR.parent / "shared" / "data"
@@ -64,7 +56,7 @@ def groups_of(primary: Path) -> list[str]:
             ((group, option),) = entry.items()
             if group == "base":
                 groups += groups_of(CONF_DIR / "base" / f"{option}.yaml")
-            elif group != "experiment":
+            elif group != "experiment" and "@" not in group:  # not a group placed elsewhere (collect's mbpp_train)
                 groups.append(group.lstrip("/"))
     return groups
 
@@ -107,27 +99,26 @@ def script_of(experiment: Path) -> str:
 def test_every_primary_config_composes(tmp_path):
     checked = 0
     for path in primary_configs():
-        schema = PRIMARY_SCHEMAS.get(path.stem)
-        assert schema is not None, f"{path.name} has no schema in selfdebug.config.PRIMARY_SCHEMAS"
-        typed = to_typed(compose(path.stem, output_dir=tmp_path), schema)
-        assert isinstance(typed, schema)
+        assert path.stem in PRIMARY, f"{path.name}: a primary config without an entry script"
+        typed = to_typed(compose(path.stem, output_dir=tmp_path))
+        assert isinstance(typed, Config)
         assert typed.output_dir == str(tmp_path.resolve())
+        assert typed.shared(path.stem).run_dir == tmp_path.resolve()  # no fixed run dir: Hydra's
         checked += 1
-    # Every schema has its file too; and PRIMARY_SCHEMAS is never empty, so neither is the glob.
-    assert checked == len(PRIMARY_SCHEMAS) >= 1
+    assert checked == len(PRIMARY) == 3
 
 
 @pytest.fixture(scope="module")
 def composed(tmp_path_factory):
     """compose + to_typed, memoized for the module (a paper row takes ~0.5 s to compose):
-    (script, overrides) -> (typed RunConfig, the resolved hydra.run.dir)."""
+    (script, overrides) -> (typed Config, the resolved hydra.run.dir)."""
     output_dir, memo = tmp_path_factory.mktemp("composed"), {}
 
-    def get(script: str, overrides: list[str]) -> tuple[RunConfig, str]:
+    def get(script: str, overrides: list[str]) -> tuple[Config, str]:
         key = (script, tuple(overrides))
         if key not in memo:
             cfg = compose(script, list(overrides), output_dir=output_dir)
-            memo[key] = (to_typed(cfg, PRIMARY_SCHEMAS[script]), str(cfg.hydra.run.dir))
+            memo[key] = (to_typed(cfg), str(cfg.hydra.run.dir))
         return memo[key]
 
     return get
@@ -140,17 +131,25 @@ def test_every_experiment_composes(composed):
     for path in experiment_configs():
         name = experiment_name(path)
         assert path.read_text().startswith("# @package _global_\n"), f"{path}: must be a global delta"
-        assert script_of(path) in PRIMARY_SCHEMAS  # the header names a command of an entry script
+        assert script_of(path) in PRIMARY  # the header names a command of an entry script
         commands = header_commands(path)
         for script, overrides in commands:
             composed(script, overrides)
-        for script in PRIMARY_SCHEMAS:  # the scripts the header does not run with this file alone
+        for script in PRIMARY:  # the scripts the header does not run with this file alone
             if not any(s == script and f"experiment={name}" in o for s, o in commands):
                 typed, _ = composed(script, [f"experiment={name}"])
                 assert typed.experiment == name
         checked += 1
-    # quickstart, smoke, node8gpu + the paper rows (recursive glob: a flat glob would miss them)
-    assert checked == len(experiment_configs()) == 3 + len(paper_rows()) and len(paper_rows()) >= 22
+    # quickstart (+ _sft, _rl), smoke, node8gpu + the paper rows (recursive glob: a flat one misses them)
+    assert checked == len(experiment_configs()) == 5 + len(paper_rows()) and len(paper_rows()) >= 22
+
+
+def test_experiments_hold_no_job_name_indirection():
+    """An experiment states its values as plain per-stage deltas: nothing is keyed by Hydra's job name."""
+    files = experiment_configs() + sorted((CONF_DIR / "paper").rglob("*.yaml"))
+    assert len(files) >= 30
+    for path in files:
+        assert "hydra:job.name" not in path.read_text(), path
 
 
 # ----------------------------------------------------------------------------- the paper rows
@@ -180,12 +179,14 @@ def test_paper_rows_file_into_distinct_table_cells(composed):
     for path in paper_rows():
         model, approach, data = paper_row_parts(path)
         typed, run_dir = composed("evaluate", [f"experiment={experiment_name(path)}"])
-        report = (typed.report.model, typed.report.approach, typed.report.data)
+        labels = typed.evaluate.report
+        report = (labels.model, labels.approach, labels.data)
         assert report == (PAPER_MODELS[model], PAPER_APPROACHES[approach], PAPER_DATA[data]), path
         if ledex.is_file():
-            assert f"| {typed.report.model} |" in ledex.read_text(), typed.report.model
+            assert f"| {labels.model} |" in ledex.read_text(), labels.model
         assert report not in cells, f"{path.name} and {cells.get(report)} file into the same cell"
         assert run_dir not in eval_dirs, f"{path.name} and {eval_dirs.get(run_dir)} evaluate into {run_dir}"
+        assert run_dir == typed.evaluate.run_dir  # Hydra's run dir is the stage's fixed dir
         cells[report], eval_dirs[run_dir] = path.name, path.name
     # Tables 2-4: 3 models x 3 approaches; Tables 5-8: 3 models x {SFT, RL} x {CodeLlama-34B, Self}; Table 11: 1
     assert len(cells) == 9 + 12 + 1 == len(paper_rows())
@@ -193,44 +194,46 @@ def test_paper_rows_file_into_distinct_table_cells(composed):
 
 def test_paper_stages_chain_by_fixed_paths(composed):
     """The commands in a paper row's header run its stages in order, each reading the previous
-    stage's output dir: collect -> SFT (train.data) -> PPO (from the SFT adapter) -> evaluate."""
+    stage's output dir: collect -> SFT (train.data) -> PPO (from the SFT model) -> evaluate."""
     for path in paper_rows():
         model, approach, data = paper_row_parts(path)
         stages = {}
         for script, overrides in header_commands(path):
             typed, run_dir = composed(script, overrides)
             stage = (script, typed.train.algorithm if script == "train" else None)
-            stages[stage] = (typed, Path.cwd() / run_dir)  # absolute, like the ${hydra:runtime.cwd} paths
+            stages[stage] = (typed, Path(run_dir))
         assert list(stages) == PAPER_STAGES[approach], path
         evaluate, _ = stages["evaluate", None]
+        ev = evaluate.evaluate
         if approach == "prompt":  # the base model, prompted
-            assert (evaluate.model.adapter, evaluate.model.few_shot, evaluate.model.refine_few_shot) == (None, 3, 2)
+            assert (ev.adapter, ev.few_shot, ev.refine_few_shot) == (None, 3, 2)
             continue
         # trained models: zero-shot, in the chat format they were trained on
-        assert (evaluate.model.few_shot, evaluate.model.refine_few_shot) == (0, 0), path
+        assert (ev.few_shot, ev.refine_few_shot) == (0, 0), path
         collect, collect_dir = stages["collect", None]
         sft, sft_dir = stages["train", "sft"]
-        assert collect.model.few_shot == 3 and collect.model.adapter is None  # the base model samples 3-shot
-        assert sft.model.adapter is None and Path(sft.train.data) == collect_dir
+        assert collect.collect.few_shot == 3 and collect.collect.adapter is None  # the base model samples 3-shot
+        assert sft.train.sft.adapter is None and Path(sft.train.data) == collect_dir
         assert collect_dir.parts[-2] == ("gpt35" if data in ("", "codegen") else data)  # Table 11 reuses GPT-3.5 data
         if approach == "sft":
-            assert Path(evaluate.model.adapter) == sft_dir / "final"
+            assert Path(ev.adapter) == sft_dir / "final"
         else:
             ppo, ppo_dir = stages["train", "ppo"]
-            assert Path(ppo.model.adapter) == sft_dir / "final" and Path(ppo.train.data) == collect_dir
-            assert Path(evaluate.model.adapter) == ppo_dir / "final"
-            assert evaluate.backend.name == "vllm"  # the SFT + PPO chain is merged for it (build_generator)
+            assert Path(ppo.train.ppo.adapter) == sft_dir / "final" and Path(ppo.train.data) == collect_dir
+            assert Path(ev.adapter) == ppo_dir / "final"
+            assert evaluate.backend.name == "vllm"
 
 
 def test_paper_settings(composed):
     """LeDex's settings (LEDEX.md §1) as the paper rows compose them."""
     name = "paper/codellama7b_rl"
-    ev, _ = composed("evaluate", [f"experiment={name}"])
+    cfg, _ = composed("evaluate", [f"experiment={name}"])
+    ev = cfg.evaluate
     assert list(ev.dataset) == ["mbpp", "humaneval", "mbpp_plus", "humaneval_plus"]
     assert all(d.split == "test" and d.limit is None and d.task_ids is None for d in ev.dataset.values())
     assert (ev.sampling.n, ev.sampling.temperature, ev.k, ev.rounds) == (100, 0.8, [1, 10], 1)
     assert (ev.refine_sampling.n, ev.modes) == (1, ["refine", "explain_refine"])
-    assert (ev.backend.name, ev.model.source, ev.model.chat_format) == ("vllm", "codellama/CodeLlama-7b-hf", "starchat")
+    assert (cfg.backend.name, cfg.model.source, cfg.model.chat_format) == ("vllm", "codellama/CodeLlama-7b-hf", "starchat")
 
     col, _ = composed("collect", [f"experiment={name}"])
     assert {k: (d.name, d.split) for k, d in col.collect.dataset.items()} == {
@@ -240,20 +243,25 @@ def test_paper_settings(composed):
     teacher = col.collect.teacher
     assert (teacher.model.source, teacher.backend.name, teacher.few_shot) == ("gpt-3.5-turbo", "openai", 0)
 
-    sft, _ = composed("train", ["algorithm=sft", f"experiment={name}"])
-    t = sft.train
-    assert (t.epochs, t.batch_size, t.lr, t.warmup_steps, t.scheduler) == (2.0, 128, 2e-5, 500, "cosine")
-    assert t.kinds == ["codegen", "refine", "explain_refine"]
-    ppo, _ = composed("train", ["algorithm=ppo", f"experiment={name}"])
-    assert (ppo.train.lr, ppo.train.ppo.prompts_per_step, ppo.train.ppo.gamma) == (2e-6, 64, 0.99)
-    assert ppo.train.ppo.datasets == ["mbpp_train", "apps"] and ppo.reward.name == "ledex"
+    sft_cfg, _ = composed("train", ["algorithm=sft", f"experiment={name}"])
+    sft = sft_cfg.train.sft
+    assert (sft.epochs, sft.batch_size, sft.lr, sft.warmup_steps, sft.scheduler) == (2.0, 128, 2e-5, 500, "cosine")
+    assert sft.kinds == ["codegen", "refine", "explain_refine"]
+    ppo_cfg, _ = composed("train", ["algorithm=ppo", f"experiment={name}"])
+    ppo = ppo_cfg.train.ppo
+    assert (ppo.lr, ppo.prompts_per_step, ppo.gamma) == (2e-6, 64, 0.99)
+    assert ppo.datasets == ["mbpp_train", "apps"] and ppo_cfg.train.reward.code_terms == {"codebleu": 1.0, "unit_tests": 1.0}
     # full fine-tuning and the paper's sentence embedder for S_ex
-    assert not sft.train.lora.enabled and not ppo.train.lora.enabled
-    assert ppo.reward.embedder == "sentence-transformers/all-roberta-large-v1"
+    assert not sft.lora.enabled and not ppo.lora.enabled
+    assert ppo_cfg.train.reward.embedder == "sentence-transformers/all-roberta-large-v1"
     quick, _ = composed("train", ["algorithm=ppo", "experiment=quickstart"])
-    assert quick.reward.embedder == "all-minilm-l6-v2" and quick.train.lora.enabled  # offline, small
+    assert quick.train.reward.embedder == "all-minilm-l6-v2" and quick.train.ppo.lora.enabled  # offline, small
+    # the LoRA variant: one override, our learning rates, its own run dirs
+    lora, _ = composed("train", ["algorithm=sft", f"experiment={name}", "+paper=lora"])
+    assert lora.train.sft.lora.enabled and lora.train.sft.lr == 1e-4
+    assert lora.train.sft.run_dir == sft.run_dir.replace("codellama-7b/", "codellama-7b-lora/")
     # PPO's vLLM rollout engine shares its GPU with the policy being trained
-    assert ppo.backend.gpu_memory_utilization < 0.5 < ev.backend.gpu_memory_utilization
+    assert ppo_cfg.shared("train").backend.gpu_memory_utilization < 0.5 < cfg.shared("evaluate").backend.gpu_memory_utilization
 
     # the teacher ablations and Table 11
     cl34b, _ = composed("collect", ["experiment=paper/codellama7b_sft_cl34b"])
@@ -262,12 +270,12 @@ def test_paper_settings(composed):
     own, _ = composed("collect", ["experiment=paper/codellama7b_sft_self"])
     assert (own.collect.teacher.model, own.collect.teacher.backend, own.collect.teacher.few_shot) == (None, None, 2)
     codegen, _ = composed("train", ["algorithm=sft", "experiment=paper/codellama7b_sft_codegen"])
-    assert codegen.train.kinds == ["codegen"]
+    assert codegen.train.sft.kinds == ["codegen"]
 
 
 def test_node8gpu_fills_the_paper_batch_on_8_gpus(composed):
     """node8gpu layered over a paper row: the row's run dirs and labels, the node's parallelism, and
-    micro batch x 8 GPUs x gradient accumulation = the paper's batch 128 (selfdebug.training.trainer_args)."""
+    micro batch x 8 GPUs x gradient accumulation = the paper's batch 128 (training.supervised.trainer_args)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     path = CONF_DIR / "experiment" / "node8gpu.yaml"
@@ -280,17 +288,19 @@ def test_node8gpu_fills_the_paper_batch_on_8_gpus(composed):
     layered = ["experiment=paper/codellama13b_sft", "+experiment@_global_=node8gpu"]
     sft, run_dir = composed("train", ["algorithm=sft", *layered])
     row, row_dir = composed("train", ["algorithm=sft", "experiment=paper/codellama13b_sft"])
-    assert (run_dir, sft.experiment, sft.report) == (row_dir, row.experiment, row.report)  # still the row's
-    accumulation = math.ceil(sft.train.batch_size / (sft.train.micro_batch_size * gpus))
-    assert sft.train.micro_batch_size * gpus * accumulation == sft.train.batch_size == 128
+    assert (run_dir, sft.experiment, sft.evaluate.report) == (row_dir, row.experiment, row.evaluate.report)  # the row's
+    t = sft.train.sft
+    accumulation = math.ceil(t.batch_size / (t.micro_batch_size * gpus))
+    assert t.micro_batch_size * gpus * accumulation == t.batch_size == 128
 
     evaluate, _ = composed("evaluate", layered)
-    assert (evaluate.backend.name, evaluate.backend.tensor_parallel_size) == ("vllm", gpus)
+    engine = evaluate.shared("evaluate").backend
+    assert (engine.name, engine.tensor_parallel_size, engine.gpu_memory_utilization) == ("vllm", gpus, 0.9)
     collect, _ = composed("collect", layered)
-    assert collect.backend.tensor_parallel_size == 1  # one GPU per shard
+    assert collect.shared("collect").backend.tensor_parallel_size == 1  # one GPU per shard
     ppo, _ = composed("train", ["algorithm=ppo", "experiment=paper/codellama13b_rl", "+experiment@_global_=node8gpu"])
-    assert ppo.backend.tensor_parallel_size == 1 and ppo.backend.gpu_memory_utilization < 0.5  # beside the policy
-    assert evaluate.backend.gpu_memory_utilization == 0.9
+    rollouts = ppo.shared("train").backend
+    assert rollouts.tensor_parallel_size == 1 and rollouts.gpu_memory_utilization < 0.5  # beside the policy
 
 
 # ----------------------------------------------------------------------------- SLURM (submitit)
@@ -308,8 +318,8 @@ def test_slurm_launcher_config_builds_the_sbatch_script(tmp_path, monkeypatch):
     assert (launcher["partition"], launcher["timeout_min"]) == ("gpu", 90)  # command-line values
     assert (launcher["gpus_per_node"], launcher["tasks_per_node"], launcher["nodes"], launcher["max_num_timeout"]) == (1, 1, 1, 3)
     assert launcher["account"] is None  # placeholder
-    assert launcher["submitit_folder"] == "outputs/paper/.submitit/%j"  # under the paper rows' sweep dir
-    assert (cfg.hydra.sweep.dir, cfg.hydra.sweep.subdir) == ("outputs/paper", "codellama-7b/evaluate_prompt")
+    assert launcher["submitit_folder"].startswith("multirun/evaluate/") and launcher["submitit_folder"].endswith(
+        "/.submitit/%j")  # under the sweep dir; each job writes its stage's fixed run dir
 
     # What the launcher does with them (hydra_submitit_launcher's BaseSubmititLauncher.launch), up to
     # the sbatch script; a fake `srun` satisfies submitit's check that it runs on a SLURM cluster.
@@ -343,8 +353,9 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
                        + json.dumps({"task_id": problem.task_id, "solution": problem.prompt + "    return None\n"}) + "\n")
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "evaluate.py", "-m", "hydra/launcher=submitit_local", f"samples={samples}",
-         f"dataset.humaneval_plus.path={hep}", "dataset.humaneval_plus.task_ids=[HumanEval/0]", "k=[1]",
+        [sys.executable, "evaluate.py", "-m", "hydra/launcher=submitit_local", f"evaluate.samples={samples}",
+         f"evaluate.dataset.humaneval_plus.path={hep}", "evaluate.dataset.humaneval_plus.task_ids=[HumanEval/0]",
+         "evaluate.k=[1]",
          "execution.workers=1", "tracking=none", "seed=0,1", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"],
         cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -359,16 +370,15 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
 def test_every_option_of_every_group_composes(tmp_path):
     checked = set()
     for primary in primary_configs():
-        schema = PRIMARY_SCHEMAS[primary.stem]
         for group in groups_of(primary):
             options = sorted((CONF_DIR / group).glob("*.yaml"))
             assert options, f"group {group!r} of {primary.name} has no options"
             for option in options:
                 cfg = compose(primary.stem, [f"{group}={option.stem}"], output_dir=tmp_path)
-                typed = to_typed(cfg, schema)
+                typed = to_typed(cfg)
                 if group == "dataset":
                     # The package header must key the entry by the file's own name.
-                    assert list(typed.dataset) == [option.stem], option
+                    assert list(typed.evaluate.dataset) == [option.stem], option
                 checked.add(option)
     # conf/accelerate and conf/sweeps hold `accelerate launch` and W&B sweep configs, not Hydra options;
     # conf/paper holds the paper rows' shared parts (composed by the experiment tests below), conf/hydra
@@ -376,27 +386,29 @@ def test_every_option_of_every_group_composes(tmp_path):
     skip = ("experiment", "base", "accelerate", "sweeps", "paper", "hydra")
     all_options = {p for d in CONF_DIR.iterdir() if d.is_dir() and d.name not in skip for p in d.glob("*.yaml")}
     assert checked == all_options, f"options no primary config selects: {all_options - checked}"
-    assert len(checked) >= 20  # 6 models, 7 datasets, 3 backends, 2 execution, 2 tracking
+    assert len(checked) >= 30  # 8 models, 7 datasets, 3 backends, 2 execution, 2 tracking, 3 judges, 5 rewards, 4 algorithms
 
 
 def test_several_datasets_at_once(tmp_path):
     cfg = compose("evaluate", ["dataset=[humaneval_plus,mbpp_plus]"], output_dir=tmp_path)
-    typed = to_typed(cfg, RunConfig)
-    assert list(typed.dataset) == ["humaneval_plus", "mbpp_plus"]
-    assert all(isinstance(d, DatasetConfig) for d in typed.dataset.values())
-    assert [d.name for d in typed.dataset.values()] == ["humaneval_plus", "mbpp_plus"]
+    datasets = to_typed(cfg).evaluate.dataset
+    assert list(datasets) == ["humaneval_plus", "mbpp_plus"]
+    assert all(isinstance(d, DatasetConfig) for d in datasets.values())
+    assert [d.name for d in datasets.values()] == ["humaneval_plus", "mbpp_plus"]
 
     # Per-dataset overrides address the entry by its option name.
-    cfg = compose("evaluate", ["dataset=[mbpp,mbpp_train]", "dataset.mbpp.limit=5"], output_dir=tmp_path)
-    typed = to_typed(cfg, RunConfig)
-    assert (typed.dataset["mbpp"].limit, typed.dataset["mbpp"].split) == (5, "test")
-    assert (typed.dataset["mbpp_train"].name, typed.dataset["mbpp_train"].split) == ("mbpp", "train")
+    cfg = compose("evaluate", ["dataset=[mbpp,mbpp_train]", "evaluate.dataset.mbpp.limit=5"], output_dir=tmp_path)
+    datasets = to_typed(cfg).evaluate.dataset
+    assert (datasets["mbpp"].limit, datasets["mbpp"].split) == (5, "test")
+    assert (datasets["mbpp_train"].name, datasets["mbpp_train"].split) == ("mbpp", "train")
 
 
 @pytest.mark.parametrize(("override", "key"), [
     ("model.chat_formt=template", "model.chat_formt"),
-    ("dataset.humaneval_plus.pth=x.jsonl", "dataset.humaneval_plus.pth"),
-    ("sampling.temprature=0.2", "sampling.temprature"),
+    ("evaluate.dataset.humaneval_plus.pth=x.jsonl", "evaluate.dataset.humaneval_plus.pth"),
+    ("evaluate.sampling.temprature=0.2", "evaluate.sampling.temprature"),
+    ("backend.tensor_parallel_size=2", "backend.tensor_parallel_size"),  # not a setting of backend=hf
+    ("train.ppo.group_size=4", "train.ppo.group_size"),  # GRPO's, not PPO's
 ])
 def test_misspelt_override_fails_naming_the_key(tmp_path, override, key):
     with pytest.raises(ConfigCompositionException, match=re.escape(key)):
@@ -405,7 +417,17 @@ def test_misspelt_override_fails_naming_the_key(tmp_path, override, key):
 
 def test_wrong_type_fails_at_compose_time(tmp_path):
     with pytest.raises(ConfigCompositionException, match="sampling.n"):
-        compose("evaluate", ["sampling.n=many"], output_dir=tmp_path)
+        compose("evaluate", ["evaluate.sampling.n=many"], output_dir=tmp_path)
+
+
+def test_stage_backend_overrides_are_checked_against_the_backend(tmp_path):
+    from selfdebug.errors import ConfigError
+
+    cfg = to_typed(compose("evaluate", ["+evaluate.backend_overrides.quantize=int8"], output_dir=tmp_path))
+    assert cfg.shared("evaluate").backend.quantize == "int8" and cfg.backend.quantize is None
+    cfg = to_typed(compose("evaluate", ["backend=vllm", "+evaluate.backend_overrides.quantize=int8"], output_dir=tmp_path))
+    with pytest.raises(ConfigError, match="evaluate.backend_overrides.*backend=vllm"):
+        cfg.shared("evaluate")
 
 
 @pytest.fixture
@@ -419,8 +441,9 @@ def test_misspelt_key_in_experiment_file_fails(tmp_path, conf_copy):
     (conf_copy / "experiment" / "typo.yaml").write_text(
         "# @package _global_\n"
         "# python evaluate.py experiment=typo\n"
-        "sampling:\n"
-        "  temprature: 0.2\n"
+        "evaluate:\n"
+        "  sampling:\n"
+        "    temprature: 0.2\n"
     )
     with pytest.raises(ConfigCompositionException) as err:
         compose("evaluate", ["experiment=typo"], output_dir=tmp_path, config_dir=conf_copy)
@@ -440,21 +463,14 @@ def test_unknown_option_lists_the_valid_ones(tmp_path):
         compose("evaluate", ["dataset=humaneval_pluss"], output_dir=tmp_path)
 
 
-def test_execution_config_mirrors_sandbox_config(tmp_path):
-    """ExecutionConfig is converted field by field into SandboxConfig: same names, same defaults."""
+def test_execution_settings_have_one_home(tmp_path):
+    """The execution group's schema IS the engine's SandboxConfig; the YAML options hold deltas only."""
+    from selfdebug.execution.types import SandboxConfig
 
-    def defaults(cls) -> dict:
-        out = {}
-        for f in dataclasses.fields(cls):
-            value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            out[f.name] = tuple(value) if isinstance(value, list) else value
-        return out
-
-    assert defaults(ExecutionConfig) == defaults(SandboxConfig)
-    # ... and the YAML option states the same values.
-    cfg = to_typed(compose("evaluate", ["execution=default"], output_dir=tmp_path), RunConfig)
-    assert defaults(ExecutionConfig) == {k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in dataclasses.asdict(cfg.execution).items()}
+    cfg = to_typed(compose("evaluate", ["execution=strict", "execution.workers=3"], output_dir=tmp_path))
+    assert isinstance(cfg.execution, SandboxConfig)
+    assert (cfg.execution.require_sandbox, cfg.execution.workers, cfg.execution.memory_mb) == (True, 3, 4096)
+    assert not yaml.safe_load((CONF_DIR / "execution" / "default.yaml").read_text())  # comments only
 
 
 def test_quickstart_reads_the_offline_data_beside_the_repo(tmp_path, monkeypatch):
@@ -462,23 +478,27 @@ def test_quickstart_reads_the_offline_data_beside_the_repo(tmp_path, monkeypatch
         pytest.skip(f"{SHARED_DATA} not present")
     monkeypatch.chdir(REPO_DIR)  # the documented launch directory
     for experiment in ("quickstart", "smoke"):
-        typed = to_typed(compose("evaluate", [f"experiment={experiment}"], output_dir=tmp_path),
-                         RunConfig)
-        (dataset,) = typed.dataset.values()
+        ev = to_typed(compose("evaluate", [f"experiment={experiment}"], output_dir=tmp_path)).evaluate
+        (dataset,) = ev.dataset.values()
         assert Path(dataset.path).is_file(), dataset.path
-        assert dataset.limit is not None and typed.sampling.n <= 10
-        assert all(k <= typed.sampling.n for k in typed.k)  # pass@k needs n >= k
+        assert dataset.limit is not None and ev.sampling.n <= 10
+        assert all(k <= ev.sampling.n for k in ev.k)  # pass@k needs n >= k
+        col = to_typed(compose("collect", [f"experiment={experiment}"], output_dir=tmp_path)).collect
+        assert Path(col.dataset["mbpp_train"].path).is_file()
 
 
 def test_hydra_run_dirs_and_interpolations(tmp_path):
-    cfg = compose("evaluate", ["seed=7"], output_dir=tmp_path)
+    cfg = compose("evaluate", ["model=codellama-7b"], output_dir=tmp_path)
     assert cfg.hydra.job.chdir is False
     assert cfg.hydra.run.dir.startswith("outputs/evaluate/")
     assert cfg.hydra.sweep.dir.startswith("multirun/evaluate/")
-    typed = to_typed(cfg, RunConfig)
+    typed = to_typed(cfg)
     assert typed.experiment is None
-    assert typed.sampling.seed == typed.refine_sampling.seed == 7  # ${seed}
-    assert typed.sampling.n == 10 and typed.refine_sampling.n == 1 and typed.k == [1, 10]
+    assert typed.evaluate.few_shot == typed.collect.few_shot == 3  # ${model.few_shot}: a base model, 3-shot
+    ev = typed.evaluate
+    assert ev.sampling.n == 10 and ev.refine_sampling.n == 1 and ev.k == [1, 10]
+    train = compose("train", ["algorithm=ppo", "train.ppo.run_dir=somewhere"], output_dir=tmp_path)
+    assert train.hydra.run.dir == "somewhere"  # the chosen algorithm's fixed run dir
 
 
 @pytest.mark.parametrize("path", sorted((CONF_DIR / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
@@ -501,4 +521,4 @@ def test_wandb_sweep_specs_pass_hydra_overrides(path, tmp_path):
     fixed = [a for a in spec["command"] if "=" in a and not a.startswith("$")]
     for name, values in spec["parameters"].items():
         for value in values["values"]:
-            to_typed(compose(script, [*fixed, f"{name}={value}"], output_dir=tmp_path), PRIMARY_SCHEMAS[script])
+            to_typed(compose(script, [*fixed, f"{name}={value}"], output_dir=tmp_path))

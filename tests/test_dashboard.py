@@ -55,18 +55,22 @@ def eval_keys() -> set[str]:
     return set(out) | {"eval/time/total_s"}
 
 
-def ppo_keys() -> set[str]:
+def rl_keys() -> set[str]:
+    """What an RL step logs: the loop's keys, both algorithms' update keys, the reward terms of a
+    rollout with an explanation and one without."""
     from selfdebug.rewards import RewardParts
-    from selfdebug.training.ppo import STEP_KEYS, reward_metrics, reward_terms
+    from selfdebug.training import rl
+    from selfdebug.training.grpo import GRPOTrainer
+    from selfdebug.training.ppo import PPOTrainer
 
-    parts = [RewardParts(s_cb=0.5, s_ut=1.0, s_ex=0.8, passed=True, code_reward=2.5, explanation_reward=1.7),
-             RewardParts(s_cb=0.2, s_ut=0.0, s_ex=None, passed=False, code_reward=-4.0, explanation_reward=None)]
-    return set(STEP_KEYS) | set(reward_metrics(reward_terms(parts)))
+    parts = [RewardParts({"codebleu": 0.5, "unit_tests": 1.0}, 0.8, True, 2.5, 1.7),
+             RewardParts({"codebleu": 0.2, "unit_tests": 0.0}, None, False, -4.0, None)]
+    return {*rl.STEP_KEYS, *PPOTrainer.STEP_KEYS, *GRPOTrainer.STEP_KEYS, *rl.reward_metrics(rl.reward_terms(parts))}
 
 
 def train_keys() -> set[str]:
     """The trainer callback on two log lines of TRL's DPO trainer (its own key names)."""
-    from selfdebug.training import STEP_KEYS, tracker_callback
+    from selfdebug.training.supervised import STEP_KEYS, tracker_callback
 
     tracker, history = MemoryTracker(), []
     callback = tracker_callback(tracker, history)
@@ -86,7 +90,7 @@ def collect_keys() -> set[str]:
 
 
 def test_every_panel_reads_a_key_the_code_writes(eval_keys):
-    emitted = eval_keys | ppo_keys() | train_keys() | collect_keys()
+    emitted = eval_keys | rl_keys() | train_keys() | collect_keys()
     panels = dashboard.layout(benchmarks=(*dashboard.DEFAULT_BENCHMARKS, "humaneval", "mbpp"))
     assert {p.section for p in panels} == set(dashboard.SECTIONS)
     missing = {(p.title, k) for p in panels for k in p.keys if k not in emitted}
@@ -99,10 +103,10 @@ def test_every_panel_reads_a_key_the_code_writes(eval_keys):
             "eval/mbpp_plus_humaneval_plus/refine/round1/pass@1", "eval/humaneval_plus/refine/round1/refine_rate"} <= keys["Evaluation"]
     assert {f"eval/mbpp_plus/{m}/round{r}/pass@1" for m in MODES for r in (1, 2, 3)} <= keys["Iterative refinement"]
     assert {"reward/total/mean", "reward/code/mean", "reward/explanation/mean", "ppo/kl", "ppo/value_loss",
-            "ppo/policy_loss", "ppo/entropy"} <= keys["PPO rewards"]
+            "ppo/policy_loss", "ppo/entropy", "grpo/loss", "grpo/kl"} <= keys["RL"]
     assert {"train/loss", "train/tokens_per_s"} <= keys["Training"]
     assert {"collect/mbpp_train/unique", "collect/mbpp_train/rate"} <= keys["Collection"]
-    assert all(p.kind == ("line" if p.section in ("PPO rewards", "Training") else "bar") for p in panels)
+    assert all(p.kind == ("line" if p.section in ("RL", "Training") else "bar") for p in panels)
 
 
 def _pattern(template: str) -> str:
@@ -122,23 +126,25 @@ def test_eval_keys_list_is_complete_and_exact(eval_keys):
 
 def test_reward_terms_by_hand():
     from selfdebug.rewards import RewardParts
-    from selfdebug.training.ppo import REWARD_TERMS, reward_metrics, reward_terms
+    from selfdebug.training.rl import reward_metrics, reward_terms
 
-    parts = [RewardParts(0.5, 1.0, 0.8, True, 2.5, 1.5), RewardParts(0.2, 0.0, None, False, -4.0, None)]
+    parts = [RewardParts({"codebleu": 0.5, "unit_tests": 1.0}, 0.8, True, 2.5, 1.5),
+             RewardParts({"codebleu": 0.2, "unit_tests": 0.0}, None, False, -4.0, None)]
     terms = reward_terms(parts)
-    assert tuple(terms) == REWARD_TERMS
+    assert list(terms) == ["total", "code", "explanation", "s_ex", "codebleu", "unit_tests"]
     # total = R(r) + R(e): 2.5 + 1.5 = 4 and -4 + 0 = -4; explanation only where there is one
     assert terms["total"] == [4.0, -4.0] and terms["explanation"] == [1.5] and terms["s_ex"] == [0.8]
-    metrics = reward_metrics({**terms, "s_ex": []})
+    assert terms["codebleu"] == [0.5, 0.2]
+    metrics = reward_metrics(terms)
     assert metrics["reward/total/mean"] == 0.0 and metrics["reward/total/std"] == 4.0  # population std
-    assert "reward/s_ex/mean" not in metrics  # a term without values is not logged
+    assert "reward/s_ex/mean" not in reward_metrics(reward_terms(parts[1:]))  # a term without values is not logged
 
 
 def test_workspace_is_built_offline_without_saving():
     pytest.importorskip("wandb_workspaces")
     panels = dashboard.layout()
     workspace = dashboard.build_workspace(panels, entity="e", project="selfdebug", name="LeDex comparison: g",
-                                          group="ppo-reward-ablation", group_by=["report.approach", "Group"])
+                                          group="ppo-reward-ablation", group_by=["row.approach", "Group"])
     assert [s.name for s in workspace.sections] == list(dashboard.SECTIONS)
     assert sum(len(s.panels) for s in workspace.sections) == len(panels)
     evaluation = workspace.sections[0].panels[0]
@@ -150,7 +156,7 @@ def test_workspace_is_built_offline_without_saving():
     sections = spec["spec"]["section"]["panelBankConfig"]["sections"]
     assert [s["name"] for s in sections] == list(dashboard.SECTIONS)
     assert "ppo-reward-ablation" in str(spec["spec"]["section"]["runSets"][0]["filters"])
-    assert "report" in str(spec["spec"]["section"]["runSets"][0]["grouping"])
+    assert "row" in str(spec["spec"]["section"]["runSets"][0]["grouping"])
 
 
 def test_dry_run_prints_the_layout_and_saving_needs_an_entity(capsys):

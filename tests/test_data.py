@@ -16,6 +16,7 @@ import pytest
 
 from selfdebug import data, groundtruth
 from selfdebug.data import DataError, load_dataset, split_check
+from selfdebug.errors import ConfigError
 from selfdebug.groundtruth import evalplus_time_limits, task_cache_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -370,9 +371,9 @@ def test_codecontests_fixture_save_to_disk_dir(tmp_path: Path) -> None:
 
 
 def test_user_errors_are_one_clear_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=re.escape("unknown dataset 'humaneval+'; choose one of humaneval, ")):
+    with pytest.raises(ConfigError, match=re.escape("unknown dataset 'humaneval+'; choose one of humaneval, ")):
         load_dataset("humaneval+")
-    with pytest.raises(DataError, match="no split 'train'; choose one of test"):
+    with pytest.raises(ConfigError, match="no split 'train'; choose one of test"):
         load_dataset("humaneval", split="train")
     with pytest.raises(DataError, match="not found: .*nope.jsonl; pass path="):
         load_dataset("mbpp", path=tmp_path / "nope.jsonl")

@@ -14,7 +14,7 @@ import pytest
 
 from selfdebug import evaluation
 from selfdebug import metrics as M
-from selfdebug.config import RunConfig, compose, to_typed
+from selfdebug.config import Config, typed
 from selfdebug.data import load_dataset
 from selfdebug.generation import Completion
 
@@ -31,10 +31,9 @@ def humaneval_plus():
     return load_dataset("humaneval_plus", path=HEP, task_ids=TASKS)
 
 
-def make_cfg(tmp_path, *overrides) -> RunConfig:
-    cfg = compose("evaluate", [f"dataset.humaneval_plus.path={HEP}", "sampling.n=3", "k=[1,2]",
-                               "execution.workers=2", "backend.batch_size=3", *overrides], output_dir=tmp_path)
-    return to_typed(cfg, RunConfig)
+def make_cfg(tmp_path, *overrides) -> Config:
+    return typed("evaluate", [f"evaluate.dataset.humaneval_plus.path={HEP}", "evaluate.sampling.n=3", "evaluate.k=[1,2]",
+                              "execution.workers=2", "backend.batch_size=3", *overrides], output_dir=tmp_path)
 
 
 class ScriptedGenerator:
@@ -70,7 +69,7 @@ class ScriptedGenerator:
 def test_episode_metrics_with_scripted_model(tmp_path, humaneval_plus):
     cfg = make_cfg(tmp_path)
     gen = ScriptedGenerator(humaneval_plus.problems)
-    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=gen, datasets={"humaneval_plus": humaneval_plus})
     assert out["eval/humaneval_plus/init/pass@1"] == 0.0
     for mode in ("refine", "explain_refine"):
         assert out[f"eval/humaneval_plus/{mode}/round1/pass@1"] == 1.0
@@ -91,14 +90,14 @@ def test_episode_metrics_with_scripted_model(tmp_path, humaneval_plus):
 def test_engine_errors_are_executed_again_not_resampled(tmp_path, humaneval_plus, monkeypatch):
     from conftest import flaky_executor
 
-    cfg = make_cfg(tmp_path, "modes=[refine]")
+    cfg = make_cfg(tmp_path, "evaluate.modes=[refine]")
     monkeypatch.setattr(evaluation, "Executor", flaky_executor(10**6))
-    out = evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems),
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedGenerator(humaneval_plus.problems),
                               datasets={"humaneval_plus": humaneval_plus})
     assert out["eval/humaneval_plus/engine_errors"] == 6  # the 6 initial samples; nothing refined
     monkeypatch.setattr(evaluation, "Executor", flaky_executor(0))
     gen = ScriptedGenerator(humaneval_plus.problems)
-    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=gen, datasets={"humaneval_plus": humaneval_plus})
     assert out["eval/humaneval_plus/engine_errors"] == 0
     assert gen.calls == 2  # refinements only (2 tasks): the initial programs ran again, unsampled
     assert out["eval/humaneval_plus/init/pass@1"] == 0.0 and out["eval/humaneval_plus/refine/round1/pass@1"] == 1.0
@@ -107,12 +106,12 @@ def test_engine_errors_are_executed_again_not_resampled(tmp_path, humaneval_plus
 def test_resume_after_interruption_never_duplicates(tmp_path, humaneval_plus):
     cfg = make_cfg(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems, fail_after=3),
+        evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedGenerator(humaneval_plus.problems, fail_after=3),
                             datasets={"humaneval_plus": humaneval_plus})
     partial = (tmp_path / "samples.jsonl").read_text().splitlines()
     assert 0 < len(partial) < 18
     gen = ScriptedGenerator(humaneval_plus.problems)
-    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=gen, datasets={"humaneval_plus": humaneval_plus})
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     keys = [(r["mode"], r["round"], r["task_id"], r["sample_id"]) for r in records]
     assert len(keys) == len(set(keys)) == 18
@@ -122,9 +121,9 @@ def test_resume_after_interruption_never_duplicates(tmp_path, humaneval_plus):
 
 
 def test_iterative_rounds_stop_refining_solved_chains(tmp_path, humaneval_plus):
-    cfg = make_cfg(tmp_path, "rounds=3", "modes=[refine]")
+    cfg = make_cfg(tmp_path, "evaluate.rounds=3", "evaluate.modes=[refine]")
     gen = ScriptedGenerator(humaneval_plus.problems)
-    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": humaneval_plus})
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=gen, datasets={"humaneval_plus": humaneval_plus})
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert {r["round"] for r in records} == {0, 1}  # all fixed at round 1: nothing left for 2 and 3
     assert out["eval/humaneval_plus/refine/round3/pass@1"] == 1.0
@@ -150,8 +149,8 @@ def test_samples_file_scoring_in_evalplus_format(tmp_path, humaneval_plus):
         lines.append({"task_id": p.task_id, "completion": p.canonical_solution})
         lines.append({"task_id": p.task_id, "solution": p.prompt + "    return None\n"})
     samples.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    cfg = make_cfg(tmp_path / "run", f"samples={samples}")
-    out = evaluation.evaluate(cfg, datasets={"humaneval_plus": humaneval_plus})
+    cfg = make_cfg(tmp_path / "run", f"evaluate.samples={samples}")
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), datasets={"humaneval_plus": humaneval_plus})
     report = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert report["hash"] == humaneval_plus.sha256
     for task_id in TASKS:
@@ -175,8 +174,8 @@ def test_malformed_samples_file_names_the_line(tmp_path, content, needle):
 
 
 def test_entry_script_reports_user_errors_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "evaluate.py", f"samples={tmp_path}/missing.jsonl",
-                           f"dataset.humaneval_plus.path={HEP}", "dataset.humaneval_plus.limit=1",
+    proc = subprocess.run([sys.executable, "evaluate.py", f"evaluate.samples={tmp_path}/missing.jsonl",
+                           f"evaluate.dataset.humaneval_plus.path={HEP}", "evaluate.dataset.humaneval_plus.limit=1",
                            "tracking=none", f"hydra.run.dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     output = proc.stdout + proc.stderr
@@ -187,9 +186,9 @@ def test_kill_midway_then_resume_with_a_real_tiny_model(tmp_path, tiny_model_dir
     """evaluate.py is SIGKILLed once it has written some samples; the rerun completes the log
     without duplicating or rewriting any line."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"dataset.humaneval_plus.path={HEP}",
-           "dataset.humaneval_plus.limit=3", "sampling.n=2", "sampling.max_new_tokens=16",
-           "refine_sampling.max_new_tokens=16", "k=[1]", "modes=[refine]", "tracking=none", f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"evaluate.dataset.humaneval_plus.path={HEP}",
+           "evaluate.dataset.humaneval_plus.limit=3", "evaluate.sampling.n=2", "evaluate.sampling.max_new_tokens=16",
+           "evaluate.refine_sampling.max_new_tokens=16", "evaluate.k=[1]", "evaluate.modes=[refine]", "tracking=none", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = run_dir / "samples.jsonl"
@@ -218,8 +217,8 @@ def test_report_recomputes_the_evaluators_numbers_from_metrics_json(tmp_path, hu
     from selfdebug import report
     from selfdebug.tracking import write_metrics
 
-    cfg = make_cfg(tmp_path, "rounds=2")
-    out = evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems),
+    cfg = make_cfg(tmp_path, "evaluate.rounds=2")
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedGenerator(humaneval_plus.problems),
                               datasets={"humaneval_plus": humaneval_plus})
     write_metrics(tmp_path, out, {"config": {"model": {"name": "scripted"}}})
     [run] = report.load_runs([tmp_path])
@@ -260,9 +259,9 @@ def test_refinement_feedback_never_shows_hidden_tests(tmp_path):
     from selfdebug.prompts import HIDDEN_FAIL_FEEDBACK
 
     ds = load_dataset("humaneval_plus", path=HEP, task_ids=["HumanEval/0"])
-    cfg = make_cfg(tmp_path, "sampling.n=1", "k=[1]")
+    cfg = make_cfg(tmp_path, "evaluate.sampling.n=1", "evaluate.k=[1]")
     gen = HiddenTestFailer(ds.problems)
-    out = evaluation.evaluate(cfg, generator=gen, datasets={"humaneval_plus": ds})
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=gen, datasets={"humaneval_plus": ds})
     records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     [initial] = [r for r in records if r["mode"] == "init"]
     assert (initial["status"], initial["plus_status"], initial["feedback"]) == ("pass", "fail", "")
@@ -273,7 +272,7 @@ def test_refinement_feedback_never_shows_hidden_tests(tmp_path):
         assert r["messages"][2]["content"].startswith(HIDDEN_FAIL_FEEDBACK)
     # what the plus failure says (its input and expected value) appears nowhere
     [problem] = ds.problems
-    with Executor(cfg.execution.sandbox()) as ex:
+    with Executor(cfg.execution) as ex:
         [plus] = ex.run_all(jobs_for(problem, initial["code"], "x")[1:])
     assert plus.status == "fail" and "expect has_close_elements(" in plus.feedback
     hidden_call = plus.feedback.split("expect ", 1)[1].split(" == ")[0]
@@ -290,7 +289,7 @@ def test_overall_columns_are_the_reports(tmp_path, humaneval_plus):
     mbpp_plus = load_dataset("mbpp_plus", path=SHARED / "MbppPlus-767efcc.jsonl.gz", task_ids=["Mbpp/2", "Mbpp/3", "Mbpp/4"])
     cfg = make_cfg(tmp_path)
     datasets = {"humaneval_plus": humaneval_plus, "mbpp_plus": mbpp_plus}
-    out = evaluation.evaluate(cfg, generator=ScriptedGenerator(humaneval_plus.problems + mbpp_plus.problems),
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedGenerator(humaneval_plus.problems + mbpp_plus.problems),
                               datasets=datasets)
     write_metrics(tmp_path, out, {"config": {"model": {"name": "scripted"}}})
     [run] = report.load_runs([tmp_path])

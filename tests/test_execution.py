@@ -6,8 +6,7 @@ import logging
 
 import pytest
 
-from selfdebug.execution import Executor, Job, SandboxConfig, SandboxUnavailable, TestSuite, program_deadline
-from selfdebug.execution import sandbox
+from selfdebug.execution import Executor, Job, SandboxConfig, SandboxUnavailable, TestSuite, program_deadline, sandbox
 from selfdebug.execution.types import ExecResult
 
 CFG = SandboxConfig(workers=2, default_test_s=2.0, max_program_s=8.0)

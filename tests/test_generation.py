@@ -240,13 +240,20 @@ def test_temperature_top_p_equals_transformers_warpers():
     assert torch.allclose(same, scores / 0.5)  # top_p = 1: temperature only
 
 
-def test_every_backend_setting_is_a_known_config_kwarg():
-    """build_generator passes every BackendConfig field; each backend must be able to drop the
-    ones it does not read (a new field missing here reached OpenAIGenerator as an unknown kwarg)."""
+def test_every_backend_setting_is_its_constructors_argument():
+    """Each backend's config schema holds exactly what its generator reads: build_generator passes
+    every field as it is (batch_size, the caller's rows per call, reaches the HF backend only)."""
     import dataclasses
+    import inspect
 
-    from selfdebug.config import BackendConfig
-    from selfdebug.generation import CONFIG_KWARGS
+    from selfdebug.config import BACKENDS
+    from selfdebug.generation.hf import HFGenerator
+    from selfdebug.generation.openai import OpenAIGenerator
+    from selfdebug.generation.vllm import VLLMGenerator
 
-    fields = {f.name for f in dataclasses.fields(BackendConfig)} - {"name"}
-    assert fields <= CONFIG_KWARGS, fields - CONFIG_KWARGS
+    classes = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator}
+    assert set(classes) == set(BACKENDS)
+    for name, schema in BACKENDS.items():
+        fields = {f.name for f in dataclasses.fields(schema)} - {"name"} - ({"batch_size"} if name != "hf" else set())
+        params = set(inspect.signature(classes[name].__init__).parameters)
+        assert fields <= params, (name, fields - params)

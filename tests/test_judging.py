@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfdebug import evaluation, judging
-from selfdebug.config import RunConfig, compose, to_typed
+from selfdebug.config import Config, typed
 from selfdebug.data import DataError, load_dataset
 from selfdebug.episode import Attempt
 from selfdebug.generation import BackendError, Completion
@@ -118,7 +118,7 @@ def test_bad_wrong_solutions_file_names_the_fix(tmp_path, content, needle):
         path.write_text(content)
     with pytest.raises(DataError, match=needle) as info:
         judging.read_wrong_solutions(path)
-    assert "judge.wrong_solutions" in str(info.value)
+    assert "evaluate.judge.wrong_solutions" in str(info.value)
 
 
 # ----------------------------------------------------------------------------- control flow (scripted)
@@ -127,11 +127,15 @@ def humaneval_plus():
     return load_dataset("humaneval_plus", path=HEP, task_ids=TASKS)
 
 
-def make_cfg(tmp_path, *overrides) -> RunConfig:
-    cfg = compose("evaluate", [f"dataset.humaneval_plus.path={HEP}", "sampling.n=2", "k=[1]", "execution.workers=2",
-                               "judge=served", f"judge.backend.cache_dir={tmp_path}/cache", *overrides],
-                  output_dir=tmp_path)
-    return to_typed(cfg, RunConfig)
+def make_cfg(tmp_path, *overrides) -> Config:
+    return typed("evaluate", [f"evaluate.dataset.humaneval_plus.path={HEP}", "evaluate.sampling.n=2", "evaluate.k=[1]", "execution.workers=2",
+                               "judge=served", f"evaluate.judge.backend.cache_dir={tmp_path}/cache", *overrides],
+                 output_dir=tmp_path)
+
+
+def stage(cfg: Config):
+    """evaluate()'s arguments: the evaluate section and the shared groups."""
+    return cfg.evaluate, cfg.shared("evaluate")
 
 
 class ScriptedModel:
@@ -191,7 +195,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @needs_data
 def test_scripted_judge_reasks_then_records_unparsed_and_resumes(tmp_path, humaneval_plus):
-    cfg = make_cfg(tmp_path, "judge.max_attempts=3")
+    cfg = make_cfg(tmp_path, "evaluate.judge.max_attempts=3")
     data = {"humaneval_plus": humaneval_plus}
 
     def reply(prompt, params):  # HumanEval/0: parses on the re-ask; HumanEval/2: never
@@ -200,7 +204,7 @@ def test_scripted_judge_reasks_then_records_unparsed_and_resumes(tmp_path, human
         return "I cannot rate this."
 
     judge = ScriptedJudge(reply)
-    out = evaluation.evaluate(cfg, generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=judge)
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=judge)
     records = {r["task_id"]: r for r in read_jsonl(tmp_path / "judgments.jsonl")}
     assert set(records) == set(TASKS)  # judge.n=50 > 2 problems: one wrong sample of each
     good, bad = records["HumanEval/0"], records["HumanEval/2"]
@@ -215,7 +219,7 @@ def test_scripted_judge_reasks_then_records_unparsed_and_resumes(tmp_path, human
     assert good["explanation"] == answer["explanation"] == "The code ignores its input (has_close_elements)."
     # re-asks: a new seed and the retry temperature
     params = [p for prompt, p in judge.asks if "has_close_elements" in prompt]
-    assert [(p.seed, p.temperature) for p in params] == [(0, 0.0), (1, cfg.judge.retry_temperature)]
+    assert [(p.seed, p.temperature) for p in params] == [(0, 0.0), (1, cfg.evaluate.judge.retry_temperature)]
     assert len(judge.asks) == 2 + 3
     # the prompt: task, wrong code, execution feedback, explanation, the rubric verbatim, the format
     prompt = judge.asks[0][0]
@@ -227,21 +231,21 @@ def test_scripted_judge_reasks_then_records_unparsed_and_resumes(tmp_path, human
     # a rerun asks nothing again and reports the same
     lines = (tmp_path / "judgments.jsonl").read_text()
     again = ScriptedJudge()
-    out2 = evaluation.evaluate(cfg, generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=again)
+    out2 = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=again)
     assert again.calls == 0 and (tmp_path / "judgments.jsonl").read_text() == lines
     assert {k: v for k, v in out2.items() if k.startswith("judge/")} == {k: v for k, v in out.items() if k.startswith("judge/")}
 
     # another judge model judges anew in the same run dir; its records sit beside the first judge's
     other = ScriptedJudge()
-    cfg_other = make_cfg(tmp_path, "judge.model.name=other")
-    out3 = evaluation.evaluate(cfg_other, generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=other)
+    cfg_other = make_cfg(tmp_path, "evaluate.judge.model.name=other")
+    out3 = evaluation.evaluate(cfg_other.evaluate, cfg_other.shared("evaluate"), generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=other)
     assert len(other.asks) == 2 and out3["judge/n"] == 2 and len(read_jsonl(tmp_path / "judgments.jsonl")) == 4
 
 
 @needs_data
 def test_explanations_are_generated_once_without_explain_refine_and_kept_when_the_judge_is_down(tmp_path,
                                                                                              humaneval_plus):
-    """modes=[refine]: the evaluated model explains the drawn wrong solutions after the evaluation;
+    """evaluate.modes=[refine]: the evaluated model explains the drawn wrong solutions after the evaluation;
     a judge server that is down ends in one message, the explanations stay, and the rerun only judges."""
     import socket
 
@@ -249,20 +253,20 @@ def test_explanations_are_generated_once_without_explain_refine_and_kept_when_th
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens on it
     data = {"humaneval_plus": humaneval_plus}
-    down = make_cfg(tmp_path, "modes=[refine]", f"judge.backend.base_url=http://127.0.0.1:{port}/v1",
-                    "judge.backend.max_retries=0")
+    down = make_cfg(tmp_path, "evaluate.modes=[refine]", f"evaluate.judge.backend.base_url=http://127.0.0.1:{port}/v1",
+                    "evaluate.judge.backend.max_retries=0")
     model = ScriptedModel(humaneval_plus.problems)
     with pytest.raises(BackendError) as info:
-        evaluation.evaluate(down, generator=model, datasets=data)  # the real openai client, built from the config
+        evaluation.evaluate(down.evaluate, down.shared("evaluate"), generator=model, datasets=data)  # the real openai client, built from the config
     message = str(info.value)
-    assert f"127.0.0.1:{port}" in message and "judge.backend.base_url" in message and "judgments.jsonl" in message
+    assert f"127.0.0.1:{port}" in message and "evaluate.judge.backend.base_url" in message and "judgments.jsonl" in message
     assert model.explain_prompts == 2
     explanations = read_jsonl(tmp_path / "explanations.jsonl")
     assert len(explanations) == 2 and {e["mode"] for e in explanations} == {"explain_refine"}
     assert not (tmp_path / "judgments.jsonl").exists() or read_jsonl(tmp_path / "judgments.jsonl") == []
 
     model2, judge = ScriptedModel(humaneval_plus.problems), ScriptedJudge()
-    out = evaluation.evaluate(make_cfg(tmp_path, "modes=[refine]"), generator=model2, datasets=data, judge=judge)
+    out = evaluation.evaluate(*stage(make_cfg(tmp_path, "evaluate.modes=[refine]")), generator=model2, datasets=data, judge=judge)
     assert model2.calls == 0  # nothing sampled again: samples.jsonl and explanations.jsonl are reused
     assert out["judge/n"] == 2 and len(judge.asks) == 2
     assert {r["explanation_source"] for r in read_jsonl(tmp_path / "judgments.jsonl")} == {"generated"}
@@ -274,24 +278,24 @@ def test_judge_failing_midway_keeps_what_was_judged(tmp_path, humaneval_plus, mo
     data = {"humaneval_plus": humaneval_plus}
     cfg = make_cfg(tmp_path)
     with pytest.raises(BackendError, match="1 judgments so far"):
-        evaluation.evaluate(cfg, generator=ScriptedModel(humaneval_plus.problems), datasets=data,
+        evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedModel(humaneval_plus.problems), datasets=data,
                             judge=ScriptedJudge(fail_on_call=2))
     assert len(read_jsonl(tmp_path / "judgments.jsonl")) == 1
     judge = ScriptedJudge()
-    out = evaluation.evaluate(cfg, generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=judge)
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=ScriptedModel(humaneval_plus.problems), datasets=data, judge=judge)
     assert len(judge.asks) == 1 and out["judge/n"] == 2
 
 
 @needs_data
 def test_every_model_explains_the_same_wrong_code(tmp_path, humaneval_plus):
-    """judge.wrong_solutions: a second model explains the FIRST run's wrong code, not its own."""
+    """evaluate.judge.wrong_solutions: a second model explains the FIRST run's wrong code, not its own."""
     data = {"humaneval_plus": humaneval_plus}
-    evaluation.evaluate(make_cfg(tmp_path / "prompting", "modes=[refine]"), datasets=data,
+    evaluation.evaluate(*stage(make_cfg(tmp_path / "prompting", "evaluate.modes=[refine]")), datasets=data,
                         generator=ScriptedModel(humaneval_plus.problems, wrong="return None"), judge=ScriptedJudge())
     source = tmp_path / "prompting" / "samples.jsonl"
     model = ScriptedModel(humaneval_plus.problems, wrong="return 0")
-    cfg = make_cfg(tmp_path / "sft", f"judge.wrong_solutions={source}", "judge.n=1")
-    out = evaluation.evaluate(cfg, generator=model, datasets=data, judge=ScriptedJudge())
+    cfg = make_cfg(tmp_path / "sft", f"evaluate.judge.wrong_solutions={source}", "evaluate.judge.n=1")
+    out = evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=model, datasets=data, judge=ScriptedJudge())
     (record,) = read_jsonl(tmp_path / "sft" / "judgments.jsonl")
     first = next((r for r in read_jsonl(tmp_path / "prompting" / "judgments.jsonl")
                   if r["task_id"] == record["task_id"]), None)
@@ -310,22 +314,22 @@ def test_user_errors_name_the_fix(tmp_path, humaneval_plus, case):
     data = {"humaneval_plus": humaneval_plus}
     model = ScriptedModel(humaneval_plus.problems, correct=case == "no_wrong")
     if case == "missing_path":
-        cfg = make_cfg(tmp_path, f"judge.wrong_solutions={tmp_path}/nope.jsonl")
-        error, needle = DataError, "judge.wrong_solutions"
+        cfg = make_cfg(tmp_path, f"evaluate.judge.wrong_solutions={tmp_path}/nope.jsonl")
+        error, needle = DataError, "evaluate.judge.wrong_solutions"
     elif case == "no_wrong":
         cfg = make_cfg(tmp_path)
         error, needle = DataError, "no wrong initial solution"
     elif case == "other_dataset":
         other = tmp_path / "other.jsonl"
         other.write_text(json.dumps({"dataset": "mbpp", **attempt("Mbpp/2", 0).to_record()}) + "\n")
-        cfg = make_cfg(tmp_path, f"judge.wrong_solutions={other}")
+        cfg = make_cfg(tmp_path, f"evaluate.judge.wrong_solutions={other}")
         error, needle = DataError, "dataset="
     else:
         (tmp_path / "s.jsonl").write_text(json.dumps({"task_id": TASKS[0], "solution": "x"}) + "\n")
-        cfg = make_cfg(tmp_path, f"samples={tmp_path}/s.jsonl")
+        cfg = make_cfg(tmp_path, f"evaluate.samples={tmp_path}/s.jsonl")
         error, needle = SamplesError, "drop judge="
     with pytest.raises(error, match=needle):
-        evaluation.evaluate(cfg, generator=model, datasets=data, judge=ScriptedJudge())
+        evaluation.evaluate(cfg.evaluate, cfg.shared("evaluate"), generator=model, datasets=data, judge=ScriptedJudge())
     if case in ("missing_path", "other_dataset", "samples"):
         assert model.calls == 0  # failed before any sampling
     else:
@@ -360,13 +364,13 @@ def test_real_tiny_model_judges_through_the_openai_backend(tmp_path, tiny_model_
     import urllib.request
 
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"dataset.humaneval_plus.path={HEP}",
-           "dataset.humaneval_plus.limit=2", "sampling.n=2", "sampling.max_new_tokens=16",
-           "refine_sampling.max_new_tokens=16", "modes=[explain_refine]", "k=[1]", "execution.workers=2",
-           "tracking=none", "judge=served", f"judge.backend.base_url={judge_server}", "judge.model.name=tiny",
-           "judge.model.source=tiny-judge", f"judge.backend.cache_dir={tmp_path}/cache",
-           "judge.backend.max_retries=8",  # ~2 min of backoff while the server loads on a busy machine
-           "judge.sampling.max_new_tokens=24", "judge.max_attempts=2", "judge.n=2", f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"evaluate.dataset.humaneval_plus.path={HEP}",
+           "evaluate.dataset.humaneval_plus.limit=2", "evaluate.sampling.n=2", "evaluate.sampling.max_new_tokens=16",
+           "evaluate.refine_sampling.max_new_tokens=16", "evaluate.modes=[explain_refine]", "evaluate.k=[1]", "execution.workers=2",
+           "tracking=none", "judge=served", f"evaluate.judge.backend.base_url={judge_server}", "evaluate.judge.model.name=tiny",
+           "evaluate.judge.model.source=tiny-judge", f"evaluate.judge.backend.cache_dir={tmp_path}/cache",
+           "evaluate.judge.backend.max_retries=8",  # ~2 min of backoff while the server loads on a busy machine
+           "evaluate.judge.sampling.max_new_tokens=24", "evaluate.judge.max_attempts=2", "evaluate.judge.n=2", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(run_dir / "judgments.jsonl")
@@ -386,4 +390,4 @@ def test_real_tiny_model_judges_through_the_openai_backend(tmp_path, tiny_model_
     assert metrics["judge/n"] + metrics["judge/unparsed"] == 2
     assert metrics["judge/unparsed"] == sum(not r["parsed"] for r in records)
     assert "judge/correctness" in metrics and "judge/helpfulness" in metrics  # null when nothing parsed
-    assert metrics["meta"]["config"]["judge"]["model"]["name"] == "tiny"  # what the report reads
+    assert metrics["meta"]["config"]["evaluate"]["judge"]["model"]["name"] == "tiny"  # what the report reads

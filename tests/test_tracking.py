@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from selfdebug.config import RunConfig, TrackingConfig, compose, to_typed
+from selfdebug.config import TrackingConfig, compose, typed
 from selfdebug.tracking import (
     MemoryTracker,
     NullTracker,
@@ -136,14 +136,14 @@ def test_run_metadata_hashes_the_config():
 
 
 def test_resolved_config_has_no_interpolations(tmp_path):
-    typed = to_typed(compose("evaluate", ["seed=5"], output_dir=tmp_path), RunConfig)
-    path = write_resolved_config(tmp_path, typed)
+    cfg = typed("evaluate", ["seed=5", "model=codellama-7b"], output_dir=tmp_path)
+    path = write_resolved_config(tmp_path, cfg.view("evaluate"))
     text = path.read_text()
     assert "${" not in text
     data = yaml.safe_load(text)
-    assert data["output_dir"] == str(tmp_path.resolve())
-    assert data["sampling"]["seed"] == 5
-    assert list(data["dataset"]) == ["humaneval_plus"]
+    assert data["seed"] == 5 and data["evaluate"]["few_shot"] == 3  # ${model.few_shot}, resolved
+    assert list(data["evaluate"]["dataset"]) == ["humaneval_plus"]
+    assert set(data) == {"model", "backend", "execution", "tracking", "seed", "experiment", "evaluate"}  # its stage only
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +217,6 @@ def test_reward_ablation_sweep_is_one_group_with_groupable_config(tmp_path, monk
 
     from selfdebug import tracking
     from selfdebug.cli import run_entry
-    from selfdebug.config import ReportConfig
     from selfdebug.tracking import MemoryTracker
 
     opened = []
@@ -229,21 +228,21 @@ def test_reward_ablation_sweep_is_one_group_with_groupable_config(tmp_path, monk
     monkeypatch.setattr(tracking, "open_tracker", fake_open_tracker)
     rewards = ["ledex", "unit_test_only", "no_explanation_reward"]
     for reward in rewards:
-        cfg = compose("train", ["algorithm=ppo", f"reward={reward}", "experiment=quickstart", "tracking=wandb"],
+        cfg = compose("train", ["algorithm=ppo", f"reward={reward}", "experiment=quickstart", "tracking=wandb",
+                                f"train.ppo.run_dir={tmp_path / reward}"],
                       output_dir=tmp_path / reward)
         job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # what @hydra.main passes
-        run_entry(job_cfg, "train", lambda run_cfg, tracker: ({"reward/total/mean": 1.0}, {}))
+        run_entry(job_cfg, "train", lambda section, shared, tracker: ({"reward/total/mean": 1.0}, {}))
         assert (tmp_path / reward / "metrics.json").is_file()
 
     assert [o["tracking"].name for o in opened] == ["wandb"] * 3  # the command line beats the experiment's none
     assert [o["group"] for o in opened] == ["quickstart"] * 3  # one group
-    assert [o["name"] for o in opened] == [f"algorithm=ppo,reward={r}" for r in rewards]
+    assert [o["name"] for o in opened] == [f"algorithm=ppo,reward={r}" for r in rewards]  # run_dir: a path
     assert [o["tags"] for o in opened] == [["algorithm=ppo", f"reward={r}", "quickstart"] for r in rewards]
     for o, reward in zip(opened, rewards):
         config = o["config"]
         assert o["job_type"] == "train" and config["experiment"] == "quickstart"
-        assert set(config["report"]) == {f.name for f in dataclasses.fields(ReportConfig)}
-        assert config["reward"]["name"] == reward
+        assert config["train"]["reward"] == dataclasses.asdict(typed("train", [f"reward={reward}"], output_dir=tmp_path).train.reward)
         choices = config["choices"]
         assert (choices["reward"], choices["algorithm"], choices["experiment"]) == (reward, "ppo", "quickstart")
         assert not any(k.startswith("hydra/") for k in choices)  # Hydra's own launcher, logging, ...

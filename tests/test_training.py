@@ -10,21 +10,32 @@ import pytest
 import torch
 
 from selfdebug.chat import render_with_answer
-from selfdebug.config import RunConfig, compose, to_typed
+from selfdebug.config import Config, typed
 from selfdebug.data import DataError
 from selfdebug.tracking import MemoryTracker
-from selfdebug.training import load_policy, train
+from selfdebug.training import load_policy
+from selfdebug.training import train as train_stage
 from selfdebug.training.data import IGNORE, dpo_dataset, sft_dataset, tokenize_sft
 
 REPO = Path(__file__).resolve().parents[1]
 MBPP = REPO.parent / "shared" / "data" / "mbpp.jsonl"
 
 
-def make_cfg(tmp_path, model_dir, data, *overrides) -> RunConfig:
-    cfg = compose("train", [f"model.source={model_dir}", f"train.data={data}", "train.micro_batch_size=2",
-                            "train.batch_size=4", "train.warmup_steps=0", "train.lr=1e-2", "train.max_length=512",
-                            "train.save_steps=2", "tracking=none", *overrides], output_dir=tmp_path)
-    return to_typed(cfg, RunConfig)
+def make_cfg(tmp_path, model_dir, data, *overrides) -> Config:
+    """A train config; `train.X=` and `adapter=` overrides address the chosen algorithm's section."""
+    algorithm = next((o.split("=")[1] for o in overrides if o.startswith("algorithm=")), "sft")
+    section = [o if o.startswith(("train.data", "algorithm", "model", "tracking")) else f"train.{algorithm}.{o[6:]}"
+               if o.startswith("train.") else f"train.{algorithm}.{o}" if o.startswith("adapter=") else o
+               for o in overrides]
+    return typed("train", [f"model.source={model_dir}", f"train.data={data}", f"train.{algorithm}.micro_batch_size=2",
+                           f"train.{algorithm}.batch_size=4", f"train.{algorithm}.warmup_steps=0", f"train.{algorithm}.lr=1e-2",
+                           f"train.{algorithm}.max_length=512", f"train.{algorithm}.save_steps=2", "tracking=none", *section],
+                 output_dir=tmp_path)
+
+
+def train(cfg: Config, tracker) -> dict:
+    """train.py's library call; its metrics."""
+    return train_stage(cfg.train, cfg.shared("train"), tracker)[0]
 
 
 def test_loss_mask_is_exactly_the_final_assistant_turn(tiny_model_dir, collected):
@@ -55,12 +66,14 @@ def test_kinds_select_the_sft_mix(tiny_model_dir, collected):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert len(sft_dataset(str(collected), ["codegen"], tok, "template", 4096)) == 3
-    assert len(sft_dataset(str(collected), ["codegen", "refine", "explain_refine"], tok, "template", 4096)) == 9
+    assert len(sft_dataset(collected / "data" / "sft.jsonl", ["codegen"], tok, "template", 4096)) == 3
+    assert len(sft_dataset(collected / "data" / "sft.jsonl", ["codegen", "refine", "explain_refine"], tok, "template", 4096)) == 9
     with pytest.raises(DataError, match="no SFT examples"):
-        sft_dataset(str(collected), ["nothing"], tok, "template", 4096)
+        sft_dataset(collected / "data" / "sft.jsonl", ["nothing"], tok, "template", 4096)
+    from selfdebug.training.data import data_file
+
     with pytest.raises(DataError, match="run collect.py first"):
-        sft_dataset(str(collected / "missing"), ["codegen"], tok, "template", 4096)
+        data_file(str(collected / "missing"), "sft")
 
 
 def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, collected):
@@ -92,7 +105,7 @@ def test_sft_trains_every_lora_parameter_and_resumes(tmp_path, tiny_model_dir, c
 
 def test_full_fine_tuning_changes_every_parameter(tmp_path, tiny_model_dir, collected):
     cfg = make_cfg(tmp_path / "run", tiny_model_dir, collected, "train.max_steps=2", "train.lora.enabled=false")
-    before, _ = load_policy(cfg)
+    before, _ = load_policy(cfg.model, cfg.train.sft.adapter)
     train(cfg, MemoryTracker())
     from transformers import AutoModelForCausalLM
 
@@ -115,11 +128,11 @@ def test_dpo_loss_matches_hand_computation(tmp_path, tiny_model_dir, collected):
     # fp32 on any machine: with a GPU present load_policy picks bf16, whose rounding of the summed
     # log-probabilities (not a different loss) moved this comparison by 0.27 on an H200
     cfg = make_cfg(tmp_path, tiny_model_dir, collected, "algorithm=dpo", "model.dtype=float32")
-    model, tok = load_policy(cfg)
-    data = dpo_dataset(str(collected), tok, "template")
+    model, tok = load_policy(cfg.model, cfg.train.dpo.adapter)
+    data = dpo_dataset(collected / "data" / "dpo.jsonl", tok, "template")
     trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=str(tmp_path / "dpo"), beta=beta, report_to="none",
                                                      per_device_train_batch_size=2, use_cpu=True, max_length=None),
-                         train_dataset=data, processing_class=tok, peft_config=lora_config(cfg))
+                         train_dataset=data, processing_class=tok, peft_config=lora_config(cfg.train.dpo.lora))
     assert trainer.ref_model is None  # the adapter-disabled policy is the reference
     policy = trainer.model
     torch.manual_seed(0)
@@ -159,26 +172,24 @@ def test_dpo_trains_and_chains_on_the_sft_adapter(tmp_path, tiny_model_dir, coll
     sft = make_cfg(tmp_path / "sft", tiny_model_dir, collected, "train.max_steps=1")
     train(sft, MemoryTracker())
     dpo = make_cfg(tmp_path / "dpo", tiny_model_dir, collected, "algorithm=dpo", "train.max_steps=1",
-                   f"model.adapter={tmp_path / 'sft' / 'final'}")
+                   f"adapter={tmp_path / 'sft' / 'final'}")
     metrics = train(dpo, MemoryTracker())
     assert metrics["train/steps"] == 1
-    from selfdebug.models import adapter_chain
+    from selfdebug.checkpoints import adapter_chain
 
     assert adapter_chain(tmp_path / "dpo" / "final") == [tmp_path / "sft" / "final", tmp_path / "dpo" / "final"]
     # vLLM applies one LoRA: the chain is merged into a full model folder, which generates exactly
     # what the HF backend generates through the chain
+    from selfdebug.checkpoints import merged_model_dir
     from selfdebug.generation import SamplingParams, build_generator, make_generator
-    from selfdebug.models import merged_model_dir
 
     merged = merged_model_dir(tiny_model_dir, tmp_path / "dpo" / "final")
     assert merged == tmp_path / "dpo" / "final" / "merged_model" and (merged / "config.json").is_file()
     assert merged_model_dir(tiny_model_dir, tmp_path / "dpo" / "final") == merged  # reused, not rewritten
     prompt = [[{"role": "user", "content": "def add(a, b):"}]]
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
-    from dataclasses import replace
 
-    chained = replace(dpo.model, adapter=str(tmp_path / "dpo" / "final"))
-    through_chain = build_generator(chained, dpo.backend).generate(prompt, greedy)[0][0].text
+    through_chain = build_generator(dpo.model, dpo.backend, tmp_path / "dpo" / "final").generate(prompt, greedy)[0][0].text
     from_merged = make_generator("hf", merged).generate(prompt, greedy)[0][0].text
     assert from_merged == through_chain
     from safetensors.torch import load_file
@@ -190,15 +201,15 @@ def test_dpo_trains_and_chains_on_the_sft_adapter(tmp_path, tiny_model_dir, coll
 def test_train_entry_script_and_evaluate_loads_the_result(tmp_path, tiny_model_dir, collected):
     run = tmp_path / "sft"
     subprocess.run([sys.executable, "train.py", "algorithm=sft", f"model.source={tiny_model_dir}",
-                    f"train.data={collected}", "train.max_steps=1", "train.micro_batch_size=2", "train.batch_size=2",
-                    "train.warmup_steps=0", "tracking=none", f"hydra.run.dir={run}"],
+                    f"train.data={collected}", "train.sft.max_steps=1", "train.sft.micro_batch_size=2",
+                    "train.sft.batch_size=2", "train.sft.warmup_steps=0", "tracking=none", f"train.sft.run_dir={run}"],
                    cwd=REPO, check=True, capture_output=True, timeout=600)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train/steps"] == 1 and metrics["train/tokens_seen"] > 0
     hep = REPO.parent / "shared" / "data" / "HumanEvalPlus-v0.1.10.jsonl.gz"
-    proc = subprocess.run([sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"model.adapter={run / 'final'}",
-                           f"dataset.humaneval_plus.path={hep}", "dataset.humaneval_plus.limit=1", "sampling.n=1",
-                           "sampling.max_new_tokens=8", "refine_sampling.max_new_tokens=8", "k=[1]", "modes=[refine]",
+    proc = subprocess.run([sys.executable, "evaluate.py", f"model.source={tiny_model_dir}", f"evaluate.adapter={run / 'final'}",
+                           f"evaluate.dataset.humaneval_plus.path={hep}", "evaluate.dataset.humaneval_plus.limit=1", "evaluate.sampling.n=1",
+                           "evaluate.sampling.max_new_tokens=8", "evaluate.refine_sampling.max_new_tokens=8", "evaluate.k=[1]", "evaluate.modes=[refine]",
                            "tracking=none", f"hydra.run.dir={tmp_path / 'eval'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -211,28 +222,27 @@ def test_train_entry_script_and_evaluate_loads_the_result(tmp_path, tiny_model_d
 
 
 def test_a_full_fine_tuned_model_starts_the_chain(tmp_path, tiny_model_dir, collected):
-    """The paper fine-tunes all weights: a full SFT model passed as model.adapter replaces the base
+    """The paper fine-tunes all weights: a full SFT model passed as the next stage's adapter replaces the base
     model, and a LoRA stage trained on it chains onto it (training, HF generation and the merged
     folder vLLM serves all agree)."""
-    from dataclasses import replace
 
+    from selfdebug.checkpoints import adapter_chain, is_full_model, merged_model_dir
     from selfdebug.generation import SamplingParams, build_generator, make_generator
-    from selfdebug.models import adapter_chain, is_full_model, merged_model_dir
 
     train(make_cfg(tmp_path / "sft", tiny_model_dir, collected, "train.max_steps=1", "train.lora.enabled=false"),
           MemoryTracker())
     full = tmp_path / "sft" / "final"
     assert is_full_model(full) and adapter_chain(full) == [full]
     dpo = make_cfg(tmp_path / "dpo", tiny_model_dir, collected, "algorithm=dpo", "train.max_steps=1",
-                   f"model.adapter={full}")
+                   f"adapter={full}")
     train(dpo, MemoryTracker())
     final = tmp_path / "dpo" / "final"
     assert adapter_chain(final) == [full, final]
     assert merged_model_dir(tiny_model_dir, full) == full  # nothing to merge: served as it is
     prompt = [[{"role": "user", "content": "def add(a, b):"}]]
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
-    through_chain = build_generator(replace(dpo.model, adapter=str(final)), dpo.backend).generate(prompt, greedy)
+    through_chain = build_generator(dpo.model, dpo.backend, final).generate(prompt, greedy)
     from_merged = make_generator("hf", merged_model_dir(tiny_model_dir, final)).generate(prompt, greedy)
     assert through_chain[0][0].text == from_merged[0][0].text
-    full_only = build_generator(replace(dpo.model, adapter=str(full)), dpo.backend).generate(prompt, greedy)
+    full_only = build_generator(dpo.model, dpo.backend, full).generate(prompt, greedy)
     assert full_only[0][0].text == make_generator("hf", full).generate(prompt, greedy)[0][0].text

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from selfdebug.errors import UserError
 from selfdebug.execution.types import SandboxConfig
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ TMPFS_BYTES = 256 * 1024 * 1024  # private /tmp of one worker
 UID_BASE = 200_000  # per-worker uids live far above any real account's
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(UserError, RuntimeError):
     """bubblewrap cannot run here and the configuration requires it."""
 
 

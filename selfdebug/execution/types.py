@@ -118,18 +118,19 @@ class ExecResult:
         return "fail" if self.finished else "timeout"
 
 
-@dataclass(frozen=True)
+@dataclass
 class SandboxConfig:
-    """How programs are isolated and limited. Mirrors conf/execution schema."""
+    """How programs are isolated and limited: the engine's settings, and the schema of the
+    `execution` config group (conf/execution/*.yaml hold deltas only). Limits follow EvalPlus."""
 
-    workers: int = 0  # 0 = one per core
-    require_sandbox: bool = False  # refuse to run without bubblewrap instead of warning
-    memory_mb: int = 4096  # address space per program (EvalPlus: 4 GiB)
+    workers: int = 0  # parallel programs; 0 = one per CPU core
+    require_sandbox: bool = False  # refuse to run without bubblewrap instead of warning (execution=strict)
+    memory_mb: int = 4096  # MiB of address space per program (EvalPlus: 4 GiB)
     max_procs: int = 64  # processes + threads per program
-    max_file_mb: int = 64  # largest file a program may write (private /tmp)
+    max_file_mb: int = 64  # MiB, largest file a program may write (in its private /tmp)
     max_open_files: int = 256
-    max_output_mb: int = 8  # captured stdout per stdio test
-    max_program_s: float = 60.0  # cap on one program's total time (EvalPlus: 60 s per task)
-    default_test_s: float = 4.0  # per-test limit when a suite has no ground-truth times
-    max_retries: int = 1  # engine-error retries of one job before reporting "error"
-    extra_binds: tuple[str, ...] = field(default_factory=tuple)  # host paths programs may read
+    max_output_mb: int = 8  # MiB of stdout captured per stdio test
+    max_program_s: float = 60.0  # seconds, cap on one program's total time (EvalPlus: 60 s per task)
+    default_test_s: float = 4.0  # seconds per test when a suite has no ground-truth times
+    max_retries: int = 1  # retries of a job the ENGINE failed, before reporting "error"
+    extra_binds: list[str] = field(default_factory=list)  # host paths programs may read (read-only binds)

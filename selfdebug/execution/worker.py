@@ -18,14 +18,21 @@ The test semantics of kind="call" mirror EvalPlus 0.3.1 (`evalplus/eval/__init__
 
 from __future__ import annotations
 
+# Modules test code commonly needs, imported once here so each forked program starts warm.
+import bisect  # noqa: E401,F401
 import builtins
+import collections
 import contextlib
 import ctypes
 import ctypes.util
+import decimal
 import faulthandler
+import fractions
 import io
+import itertools  # noqa: E401,F401
 import json
 import math
+import operator
 import os
 import pickle
 import resource
@@ -36,10 +43,6 @@ import struct
 import sys
 import time
 import traceback
-
-# Modules test code commonly needs, imported once here so each forked program starts warm.
-import bisect, collections, copy, datetime, decimal, fractions, functools, hashlib, heapq  # noqa: E401,F401
-import itertools, operator, random, re, statistics, string, typing  # noqa: E401,F401
 
 try:
     import numpy as np

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from selfdebug.errors import ConfigError, UserError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -56,52 +58,34 @@ class Generator(Protocol):
         ...
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend cannot run (server unreachable, engine not installed, request refused); the
     message names the URL or package and the fix. Entry scripts print it instead of a traceback."""
 
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # backend.base_url: null
 
-# Every knob of the flat model/backend config that some backend reads. make_generator drops the ones
-# the chosen backend does not read (conf/backend/*.yaml: "fields a backend does not use are
-# ignored"), so callers can pass the whole config; any other unexpected keyword is still an error.
-CONFIG_KWARGS = frozenset({
-    "chat_format", "dtype", "batch_size", "quantize",  # hf, vllm (batch_size, quantize: hf only)
-    "base_url", "api_key_env", "max_concurrency", "request_timeout_s", "max_retries", "cache_dir",  # openai
-    "tensor_parallel_size", "gpu_memory_utilization",  # vllm
-})
-
-
-def _for_backend(kwargs: dict[str, Any], reads: set[str]) -> dict[str, Any]:
-    """kwargs without the config knobs this backend does not read."""
-    return {k: v for k, v in kwargs.items() if k not in CONFIG_KWARGS or k in reads}
-
-
 def make_generator(backend_name: str, model_path: str | Path | None = None, **kwargs: Any) -> Generator:
     """Build a backend by name; each branch imports its (heavy) dependency only when chosen.
 
     model_path: an HF folder / hub id for hf and vllm; for openai, the model NAME the server serves
     (e.g. "gpt-3.5-turbo", or what `GET {base_url}/models` lists).
-    kwargs: the backend's constructor arguments, named like the BackendConfig / ModelConfig fields.
+    kwargs: the backend's constructor arguments (its config schema's fields, selfdebug/config.py).
     """
     if backend_name == "hf":
         from selfdebug.generation.hf import HFGenerator
 
-        return HFGenerator(model_path, **_for_backend(kwargs, {"chat_format", "dtype", "batch_size", "quantize"}))
+        return HFGenerator(model_path, **kwargs)
     if backend_name == "vllm":
         from selfdebug.generation.vllm import VLLMGenerator
 
-        reads = {"chat_format", "dtype", "tensor_parallel_size", "gpu_memory_utilization"}
-        return VLLMGenerator(model_path, **_for_backend(kwargs, reads))
+        return VLLMGenerator(model_path, **kwargs)
     if backend_name == "openai":
         from selfdebug.generation.openai import OpenAIGenerator
         from selfdebug.models import cache_root
 
         if model_path is None:
             raise ValueError("the openai backend needs the served model's name (model.source)")
-        kwargs = _for_backend(kwargs, {"base_url", "api_key_env", "max_concurrency", "request_timeout_s",
-                                       "max_retries", "cache_dir"})
         base_url = kwargs.pop("base_url", None) or OPENAI_BASE_URL
         # backend.cache_dir: null = $SELFDEBUG_CACHE/openai (a rerun of the same requests is free).
         kwargs["cache_dir"] = kwargs.get("cache_dir") or cache_root() / "openai"
@@ -109,30 +93,35 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
     raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, openai")
 
 
-def build_generator(model, backend) -> Generator:
-    """The configured backend over the configured model (+ a LoRA adapter or checkpoint from
-    train.py). `model`, `backend`: config.py's ModelConfig and BackendConfig (duck-typed)."""
+def build_generator(model, backend, adapter: str | Path | None = None) -> Generator:
+    """The configured backend over the configured model + `adapter` (a train.py final/: a LoRA
+    adapter chain or a full fine-tuned model). `model`, `backend`: config.py's ModelConfig and a
+    backend config (HFBackendConfig, ...). batch_size is the caller's rows per call; only the HF
+    backend also reads it (rows per forward pass)."""
     from dataclasses import asdict
 
-    from selfdebug.models import load_merged, merged_model_dir, resolve_model, split_chain
+    from selfdebug.checkpoints import load_merged, merged_model_dir, split_chain
+    from selfdebug.models import resolve_model
 
-    settings = {k: v for k, v in asdict(backend).items() if k != "name"}  # each backend ignores the rest
-    kwargs = dict(chat_format=model.chat_format, dtype=model.dtype, **settings)
+    settings = {k: v for k, v in asdict(backend).items() if k not in ("name", "batch_size")}
     if backend.name == "openai":  # the server holds the model: send its name, load nothing here
-        if model.adapter:
-            raise ValueError("model.adapter cannot be applied through backend=openai: serve the adapted model")
-        return make_generator("openai", model.source, **kwargs)
+        if adapter:
+            raise ConfigError(f"adapter={adapter} cannot be applied through backend=openai: serve the adapted model")
+        return make_generator("openai", model.source, **settings)
+    settings.update(chat_format=model.chat_format, dtype=model.dtype)
+    if backend.name == "hf":
+        settings["batch_size"] = backend.batch_size
     base = resolve_model(model.source)
-    path, adapters = split_chain(base, model.adapter)
+    path, adapters = split_chain(base, adapter)
     if not adapters:  # the base model, or a full fine-tuned one
-        return make_generator(backend.name, path, **kwargs)
+        return make_generator(backend.name, path, **settings)
     if backend.name == "vllm":
         if len(adapters) == 1 and path == base:  # one LoRA on the base: vLLM applies it
-            generator = make_generator("vllm", base, enable_lora=True, **kwargs)
-            generator.load_lora(model.adapter)
+            generator = make_generator("vllm", base, enable_lora=True, **settings)
+            generator.load_lora(adapter)
             return generator
-        return make_generator("vllm", merged_model_dir(base, model.adapter, model.dtype), **kwargs)  # a chain
+        return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)  # a chain
     from transformers import AutoTokenizer
 
-    merged = load_merged(base, model.adapter, model.dtype)
-    return make_generator(backend.name, model=merged, tokenizer=AutoTokenizer.from_pretrained(path), **kwargs)
+    merged = load_merged(base, adapter, model.dtype)
+    return make_generator(backend.name, model=merged, tokenizer=AutoTokenizer.from_pretrained(path), **settings)

@@ -12,8 +12,15 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor,  # noqa: E402
-                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from selfdebug.chat import needs_special_tokens, render_chat, stop_strings  # noqa: E402
 from selfdebug.generation import Completion, SamplingParams  # noqa: E402

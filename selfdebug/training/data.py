@@ -10,6 +10,7 @@ from typing import Any
 from selfdebug.artifacts import read_jsonl
 from selfdebug.chat import needs_special_tokens, render_chat, render_with_answer
 from selfdebug.data import DataError
+from selfdebug.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ IGNORE = -100  # label of a token that is not trained on
 def data_file(data: str | None, name: str) -> Path:
     """train.data -> the .jsonl: a collect.py run dir holds it as data/<name>.jsonl."""
     if not data:
-        raise DataError(f"train.data is not set: pass train.data=<a collect.py run dir> (or its data/{name}.jsonl)")
+        raise ConfigError(f"train.data is not set: pass train.data=<a collect.py run dir> (or its data/{name}.jsonl)")
     path = Path(data)
     if path.is_dir():
         path = path / "data" / f"{name}.jsonl"
@@ -52,31 +53,29 @@ def tokenize_sft(messages: list[dict], tokenizer: Any, chat_format: str, max_len
     return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE] * len(prompt_ids) + answer_ids}
 
 
-def sft_dataset(data: str | None, kinds: list[str], tokenizer: Any, chat_format: str, max_length: int):
-    """An HF Dataset of input_ids / labels from sft.jsonl, restricted to `kinds`."""
+def sft_dataset(path: Path, kinds: list[str], tokenizer: Any, chat_format: str, max_length: int):
+    """An HF Dataset of input_ids / labels from sft.jsonl (`path`), restricted to `kinds`."""
     import datasets
 
-    path = data_file(data, "sft")
     rows = [r for r in read_rows(path, ("messages", "kind")) if r["kind"] in kinds]
     if not rows:
-        raise DataError(f"{path}: no SFT examples of kinds {kinds}; collect more data or change train.kinds")
+        raise DataError(f"{path}: no SFT examples of kinds {kinds}; collect more data or change train.sft.kinds")
     examples = [tokenize_sft(r["messages"], tokenizer, chat_format, max_length) for r in rows]
     dropped = sum(e is None for e in examples)
     if dropped:
-        log.warning("%d of %d SFT examples dropped: their answer alone exceeds train.max_length=%d",
+        log.warning("%d of %d SFT examples dropped: their answer alone exceeds max_length=%d",
                     dropped, len(examples), max_length)
     examples = [e for e in examples if e is not None]
     if not examples:
-        raise DataError(f"{path}: every example is longer than train.max_length={max_length}")
+        raise DataError(f"{path}: every example is longer than max_length={max_length} (train.<algorithm>.max_length)")
     return datasets.Dataset.from_list(examples)
 
 
-def dpo_dataset(data: str | None, tokenizer: Any, chat_format: str):
-    """An HF Dataset of rendered prompt / chosen / rejected text from dpo.jsonl (TRL's standard
+def dpo_dataset(path: Path, tokenizer: Any, chat_format: str):
+    """An HF Dataset of rendered prompt / chosen / rejected text from dpo.jsonl (`path`, TRL's standard
     preference format), rendered with the same chat format the generator uses."""
     import datasets
 
-    path = data_file(data, "dpo")
     rows = read_rows(path, ("prompt", "chosen", "rejected"))
     if not rows:
         raise DataError(f"{path}: no preference pairs (no wrong solution had both a correct and a wrong "

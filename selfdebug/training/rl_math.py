@@ -1,6 +1,7 @@
-"""PPO's pure maths for the LeDex RL stage, on padded [batch, T] tensors of response tokens with a
-0/1 `mask` (1 = a generated token). No model, no trainer: each function is checked against
-hand-computed tensors in tests/test_ppo.py.
+"""The RL algorithms' pure maths (PPO: placement, KL penalty, GAE, clipped losses; GRPO: group-normalized
+advantages per reward term, its loss with the k3 KL), on padded [batch, T] tensors of response tokens
+with a 0/1 `mask` (1 = a generated token). No model, no trainer: each function is checked against
+hand-computed tensors in tests/test_ppo.py and tests/test_grpo.py.
 """
 
 from __future__ import annotations
@@ -103,14 +104,51 @@ class AdaptiveKLController:
         return self.value
 
 
-def explanation_end_token(response: str, offsets: list[tuple[int, int]], code_start: int) -> int | None:
-    """Index of the last response token that ends at or before `code_start` and is not whitespace:
-    the end of the explanation, where R(e) goes. offsets[i] = (start, end) characters of token i in
-    the response. None: there is no explanation before the code."""
-    last = None
-    for i, (start, end) in enumerate(offsets):
-        if end > code_start:
-            break
-        if response[start:end].strip():
-            last = i
-    return last
+# ----------------------------------------------------------------------------- GRPO
+def group_normalize(values: list[float | None], groups: list[int], eps: float = 1e-6) -> list[float | None]:
+    """(v - mean) / (std + eps) over the members of each group that have a value (population std;
+    a group whose values are all equal gives 0). None stays None (a rollout without this term)."""
+    out: list[float | None] = list(values)
+    members: dict[int, list[int]] = {}
+    for i, (v, g) in enumerate(zip(values, groups)):
+        if v is not None:
+            members.setdefault(g, []).append(i)
+    for idx in members.values():
+        group = torch.tensor([values[i] for i in idx], dtype=torch.float64)
+        normed = (group - group.mean()) / (group.std(unbiased=False) + eps)
+        for i, v in zip(idx, normed.tolist()):
+            out[i] = v
+    return out
+
+
+def grpo_advantages(mask: torch.Tensor, placements: list[dict[str, tuple[int, float]]], groups: list[int]
+                    ) -> torch.Tensor:
+    """[B, T] advantages: each reward term (placements[b][term] = (token, value), e.g. R(r) on the last
+    token, R(e) on the last explanation token) normalized within its group (group_normalize), then
+    every token's advantage is the sum of the normalized terms placed at or after it (reward-to-go
+    without discount: GRPO's process-supervision form, Shao et al. 2024 §4.1.3)."""
+    terms = sorted({t for p in placements for t in p})
+    normalized: list[list[tuple[int, float]]] = [[] for _ in placements]
+    for term in terms:
+        values = [p[term][1] if term in p else None for p in placements]
+        for b, v in enumerate(group_normalize(values, groups)):
+            if v is not None:
+                normalized[b].append((placements[b][term][0], v))
+    placed = place_scores(mask, normalized)
+    return placed.flip(-1).cumsum(-1).flip(-1) * mask
+
+
+def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+              advantages: torch.Tensor, mask: torch.Tensor, clip: float, kl_coef: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, clip fraction, mean KL): -1/B sum_b 1/|o_b| sum_t [min(ratio A, clip(ratio, 1±clip) A)
+    - kl_coef * KL_t], with KL_t = exp(ref - logp) - (ref - logp) - 1 (the k3 estimator, >= 0)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    surrogate = torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - clip, 1 + clip) * advantages)
+    log_ratio_ref = ref_logprobs - logprobs
+    kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
+    per_token = (surrogate - kl_coef * kl) * mask
+    lengths = mask.sum(1).clamp(min=1)
+    loss = -(per_token.sum(1) / lengths).mean()
+    clipped = (torch.clamp(ratio, 1 - clip, 1 + clip) * advantages < ratio * advantages).float()
+    return loss, masked_mean(clipped, mask), masked_mean(kl.detach(), mask)

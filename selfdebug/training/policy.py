@@ -1,0 +1,228 @@
+"""The policy an RL algorithm trains (training/rl.py runs it): the model (LoRA adapter or all
+weights) starting from `adapter` (the SFT model), its reference policy (the same model with the
+adapter switched off, or a frozen copy), the optimizer, the rollout engine (HF over the live weights,
+or vLLM synced after every update), log-probs of sampled responses, and checkpoints / final/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from selfdebug.config import RLConfig, Shared
+from selfdebug.errors import ConfigError
+from selfdebug.training import FINAL_DIR, device, load_policy, lora_config, write_final_lineage
+
+log = logging.getLogger(__name__)
+
+STATE_FILE, OPTIMIZER_FILE, MODULES_FILE = "rl_state.json", "optimizer.pt", "modules.pt"
+
+
+@dataclass
+class RolloutBatch:
+    """Rollouts as tensors. input_ids / attention / positions: [B, P + T], each prompt left-padded to
+    P tokens (as the generator batched it), then its response right-padded to T; positions counted
+    over real tokens (as in generation); mask: [B, T], 1 = a generated token. Every response starts
+    at column P, so the logits of the response tokens are the columns P-1 .. P+T-2 for all rows."""
+
+    input_ids: torch.Tensor
+    attention: torch.Tensor
+    positions: torch.Tensor
+    prompt_len: int
+    mask: torch.Tensor
+
+    def rows(self, index: list[int]) -> "RolloutBatch":
+        return RolloutBatch(self.input_ids[index], self.attention[index], self.positions[index], self.prompt_len,
+                            self.mask[index])
+
+
+class Policy:
+    """make_modules(hidden size) -> the algorithm's own trainable modules (PPO's value head),
+    optimized and checkpointed with the policy."""
+
+    def __init__(self, cfg: RLConfig, shared: Shared,
+                 make_modules: Callable[[int], dict[str, torch.nn.Module]] | None = None):
+        self.cfg, self.shared, self.run_dir = cfg, shared, shared.run_dir
+        model, self.tokenizer = load_policy(shared.model, cfg.adapter)
+        self.device = torch.device(device())
+        self.vllm = self._start_vllm(model) if shared.backend.name == "vllm" else None
+        if cfg.lora.enabled:
+            from peft import get_peft_model
+
+            self.model = get_peft_model(model, lora_config(cfg.lora))
+            self.reference = None  # the adapter switched off
+        else:
+            import copy
+
+            self.model = model
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.model.to(self.device)
+        modules = make_modules(self.model.config.get_text_config().hidden_size) if make_modules else {}
+        self.modules = {name: m.to(self.device) for name, m in modules.items()}
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + \
+            [p for m in self.modules.values() for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if self.vllm is not None:
+            self.generator = self.vllm
+        elif shared.backend.name == "hf":  # samples from the live policy: nothing to sync
+            from selfdebug.generation.hf import HFGenerator
+
+            self.generator = HFGenerator(model=self.model, tokenizer=self.tokenizer,
+                                         chat_format=shared.model.chat_format, batch_size=shared.backend.batch_size)
+        else:
+            raise ConfigError(f"backend={shared.backend.name}: RL samples from its own policy; use backend=hf or vllm")
+
+    # ---------------------------------------------------------------- rollout engine
+    def _start_vllm(self, start_model):
+        """A vLLM engine over the starting policy (base + merged starting checkpoint, saved once to
+        <run>/rollout_model BEFORE any LoRA layer is added, so vLLM gets plain HF weights). LoRA:
+        the adapter is synced after every update (adapter files only); all weights: reloaded in place."""
+        from dataclasses import asdict
+
+        from selfdebug.generation import make_generator
+
+        folder = self.run_dir / "rollout_model"
+        if not (folder / "config.json").is_file():
+            start_model.save_pretrained(str(folder))
+            self.tokenizer.save_pretrained(str(folder))
+        settings = {k: v for k, v in asdict(self.shared.backend).items() if k not in ("name", "batch_size")}
+        return make_generator("vllm", folder, chat_format=self.shared.model.chat_format, dtype=self.shared.model.dtype,
+                              enable_lora=self.cfg.lora.enabled, **settings)
+
+    def sync(self) -> None:
+        """After an update: the rollout engine samples from the new weights."""
+        if self.vllm is None:
+            return
+        if self.cfg.lora.enabled:
+            folder = self.run_dir / "rollout_adapter"
+            self.model.save_pretrained(str(folder))
+            self.vllm.load_lora(folder)
+        else:
+            self.vllm.reload_weights(self.model.state_dict())
+
+    def close(self) -> None:
+        if self.vllm is not None:
+            self.vllm.close()
+
+    # ---------------------------------------------------------------- log-probs
+    def batch(self, attempts) -> RolloutBatch:
+        """The attempts' prompts and generated tokens as tensors (see RolloutBatch)."""
+        from selfdebug.chat import needs_special_tokens, render_chat
+
+        chat_format = self.shared.model.chat_format
+        prompts = [self.tokenizer(render_chat(list(a.messages), chat_format, self.tokenizer),
+                                  add_special_tokens=needs_special_tokens(chat_format))["input_ids"] for a in attempts]
+        P = max(map(len, prompts))
+        T = max(len(a.token_ids) for a in attempts)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(attempts), P + T), pad, dtype=torch.long)
+        attention = torch.zeros((len(attempts), P + T), dtype=torch.long)
+        mask = torch.zeros((len(attempts), T))
+        for b, (ids, a) in enumerate(zip(prompts, attempts)):
+            n = len(a.token_ids)
+            input_ids[b, P - len(ids):P] = torch.tensor(ids)
+            input_ids[b, P:P + n] = torch.tensor(a.token_ids)
+            attention[b, P - len(ids):P + n] = 1
+            mask[b, :n] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        return RolloutBatch(input_ids.to(self.device), attention.to(self.device), positions.to(self.device), P,
+                            mask.to(self.device))
+
+    def forward(self, batch: RolloutBatch, model=None, with_hidden: bool = False):
+        """(log-probs [B, T], last hidden states [B, T, H] or None, entropies [B, T] or None) of each
+        response token under `model` (default: the policy), at the sampling temperature. Only the T
+        response columns go through the LM head (a 150k-token vocabulary over the whole prompt
+        would dominate time and memory)."""
+        model = model or self.model
+        P, T = batch.prompt_len, batch.mask.shape[1]
+        keep = torch.arange(P - 1, P - 1 + T, device=batch.input_ids.device)
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention, position_ids=batch.positions,
+                    logits_to_keep=keep, output_hidden_states=with_hidden)
+        logits = out.logits.float() / (self.cfg.temperature or 1.0)  # [B, T, V], as sampled
+        targets = batch.input_ids[:, P:P + T]
+        logprobs = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+        if not with_hidden:
+            return logprobs, None, None
+        from selfdebug.training.rl_math import entropy_from_logits
+
+        return logprobs, out.hidden_states[-1][:, P - 1:P - 1 + T], entropy_from_logits(logits)
+
+    def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """Log-probs [B, T] under the reference (SFT) policy."""
+        with torch.no_grad():
+            if self.reference is not None:
+                return self.forward(batch, self.reference)[0]
+            with self.model.disable_adapter():
+                return self.forward(batch)[0]
+
+    def step(self, loss: torch.Tensor) -> float:
+        """One optimizer step on `loss`; returns the gradient norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        return float(grad_norm)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self, folder: Path, algorithm, step: int) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        torch.save({name: m.state_dict() for name, m in self.modules.items()}, folder / MODULES_FILE)
+        torch.save(self.optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        (folder / STATE_FILE).write_text(json.dumps({"step": step, "algorithm": algorithm.state()}) + "\n")
+        write_final_lineage(folder, algorithm.name, self.cfg)
+
+    def checkpoint(self, step: int, algorithm) -> None:
+        """checkpoints/step-N, complete or absent (written as .tmp, then renamed); the newest
+        save_total_limit are kept."""
+        from selfdebug.artifacts import atomic_write_text
+
+        root = self.run_dir / "checkpoints"
+        folder = root / f"step-{step}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.save(tmp, algorithm, step)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        atomic_write_text(root / "latest", folder.name + "\n")
+        for old in sorted(root.glob("step-*"), key=lambda p: int(p.name[5:]))[:-self.cfg.save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self, algorithm) -> int:
+        """Load the newest checkpoint, if any, into the policy, modules, optimizer and algorithm; the
+        step to continue from (0 = a fresh run)."""
+        latest = self.run_dir / "checkpoints" / "latest"
+        if not latest.is_file():
+            return 0
+        folder = self.run_dir / "checkpoints" / latest.read_text().strip()
+        if self.cfg.lora.enabled:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
+        else:
+            from transformers import AutoModelForCausalLM
+
+            self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(folder).state_dict())
+        for name, state in torch.load(folder / MODULES_FILE).items():
+            self.modules[name].load_state_dict(state)
+        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE))
+        state = json.loads((folder / STATE_FILE).read_text())
+        algorithm.load_state(state["algorithm"])
+        log.info("resumed %s from %s (step %d)", algorithm.name, folder, state["step"])
+        self.sync()
+        return state["step"]
+
+    def save_final(self, algorithm) -> Path:
+        final = self.run_dir / FINAL_DIR
+        self.save(final, algorithm, -1)
+        return final
