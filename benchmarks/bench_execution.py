@@ -5,7 +5,7 @@
 
 For each dataset: write a deterministic samples file (benchmarks/evalplus_samples.py: every canonical
 solution + small ast mutants + a few infinite loops), warm both tools' ground-truth caches, then score
-it with `python -m evalplus.evaluate --parallel W` and with `python evaluate.py samples=...
+it with `python -m evalplus.evaluate --parallel W` and with `python evaluate.py evaluate.samples=...
 execution.workers=W`, back to back, each in its own subprocess, and compare their eval_results.json.
 
 Measured per tool:
@@ -226,8 +226,8 @@ def run_selfdebug(dataset: str, samples_path: Path, data_dir: Path, workers: int
     """(eval_results.json of `evaluate.py samples=`, measurements + scoring_s)."""
     run_dir = samples_path.parent / f"selfdebug_run_{samples_path.stem}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, str(REPO / "evaluate.py"), f"samples={samples_path}", f"dataset=[{dataset}]",
-           f"dataset.{dataset}.path={(data_dir / FILES[dataset]).resolve()}", f"execution.workers={workers}",
+    cmd = [sys.executable, str(REPO / "evaluate.py"), f"evaluate.samples={samples_path}", f"dataset=[{dataset}]",
+           f"evaluate.dataset.{dataset}.path={(data_dir / FILES[dataset]).resolve()}", f"execution.workers={workers}",
            f"hydra.run.dir={run_dir}"]
     log = samples_path.parent / f"selfdebug_{samples_path.stem}.log"
     m = run_measured(cmd, cwd=REPO, env=None, log_path=log)

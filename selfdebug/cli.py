@@ -31,20 +31,27 @@ def run_entry(dict_cfg: DictConfig, stage: str, body: Body,
         cfg = to_typed(dict_cfg)
         section, shared = cfg.stage(stage), cfg.shared(stage)
         view = cfg.view(stage)
-        tracking.write_resolved_config(shared.run_dir, view)
         extra = {"row": labels(section, shared)} if labels else {}
         name, group, tags = tracking.run_identity(list(HydraConfig.get().overrides.task), cfg.experiment, stage)
-        tracker = tracking.open_tracker(cfg.tracking, run_dir=shared.run_dir, name=name, group=group, tags=tags,
-                                        config=tracking.tracker_config({**view, **extra}, dict(HydraConfig.get().runtime.choices)),
-                                        job_type=stage)
+        # Under `accelerate launch` every process runs this; one of them records the run.
+        main = tracking.is_main_process()
+        if main:
+            tracking.write_resolved_config(shared.run_dir, view)
+            choices = dict(HydraConfig.get().runtime.choices)
+            tracker = tracking.open_tracker(cfg.tracking, run_dir=shared.run_dir, name=name, group=group, tags=tags,
+                                            config=tracking.tracker_config({**view, **extra}, choices), job_type=stage)
+        else:
+            tracker = tracking.NullTracker()
         metrics, dataset_hashes = body(section, shared, tracker)
-        meta = {**tracking.run_metadata(view, seed=cfg.seed, dataset_hashes=dataset_hashes), **extra}
-        path = tracking.write_metrics(shared.run_dir, metrics, meta)
-        tracker.summary({k: v for k, v in metrics.items() if k != tracking.PER_TASK})
-        print(f"metrics: {path}")
+        if main:
+            meta = {**tracking.run_metadata(view, seed=cfg.seed, dataset_hashes=dataset_hashes), **extra}
+            path = tracking.write_metrics(shared.run_dir, metrics, meta)
+            tracker.summary({k: v for k, v in metrics.items() if k != tracking.PER_TASK})
+            print(f"metrics: {path}")
     except (UserError, FileNotFoundError) as exc:
         logging.getLogger(stage).error("%s", exc)
         sys.exit(2)
     finally:
         if tracker is not None:
             tracker.finish()
+

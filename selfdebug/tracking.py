@@ -99,6 +99,12 @@ def run_metadata(
     }
 
 
+def is_main_process() -> bool:
+    """False in every process but the first of an `accelerate launch` / torchrun job (RANK is set
+    there); a plain run is its own main process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def write_metrics(run_dir: str | Path, metrics: dict[str, float], meta: dict[str, Any]) -> Path:
     """Write `<run_dir>/metrics.json`: {"eval/humaneval_plus/round1/pass@1": 41.5, ..., "per_task": {...},
     "meta": {...}}.

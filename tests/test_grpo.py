@@ -101,10 +101,11 @@ def test_grpo_groups_train_every_parameter_and_resume(tmp_path, tiny_model_dir, 
 
 def test_grpo_learns_a_toy_reward(tmp_path, tiny_model_dir):
     """The same toy signal as PPO's (R(e) alone against one reference explanation): group-normalized
-    advantages raise the mean reward without a value head."""
+    advantages raise the mean reward without a value head (with these settings, for each of the seeds
+    0-3 tried: by 3.6 to 5.0 points)."""
     cfg = rl_cfg(tmp_path / "run", tiny_model_dir, toy_rl_data(tmp_path / "data_run"), "max_steps=15",
-                 "modes=[explain_refine]", "prompts_per_step=1", "group_size=8", "minibatch_size=4",
-                 "kl_coef=0.0", "lr=1e-2", "save_steps=100", "lora.enabled=false", "max_new_tokens=6",
+                 "modes=[explain_refine]", "prompts_per_step=2", "group_size=8", "minibatch_size=4",
+                 "kl_coef=0.0", "lr=5e-3", "save_steps=100", "lora.enabled=false", "max_new_tokens=6",
                  "update_epochs=4", *TOY_REWARD, algorithm="grpo")
     trainer = grpo_trainer(cfg)
     trainer.train()

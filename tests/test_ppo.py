@@ -308,9 +308,10 @@ TOY_REWARD = ("train.reward.code_terms.codebleu=0", "train.reward.code_terms.uni
 
 
 def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
-    """A real learning signal: only the explanation reward; 15 PPO steps raise the mean reward."""
+    """A real learning signal: only the explanation reward; 15 PPO steps raise the mean reward (with
+    these settings, for each of the seeds 0-3 tried: by 3.1 to 5.2 points)."""
     cfg = rl_cfg(tmp_path / "run", tiny_model_dir, toy_rl_data(tmp_path / "data_run"), "max_steps=15",
-                 "modes=[explain_refine]", "prompts_per_step=8", "minibatch_size=4", "kl_coef=0.0", "lr=1e-2",
+                 "modes=[explain_refine]", "prompts_per_step=16", "minibatch_size=4", "kl_coef=0.0", "lr=5e-3",
                  "save_steps=100", "lora.enabled=false", "max_new_tokens=6", "update_epochs=4", *TOY_REWARD)
     trainer = ppo_trainer(cfg)
     trainer.train()

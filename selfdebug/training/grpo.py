@@ -44,29 +44,35 @@ class GRPOTrainer:
         pass
 
     def update(self, attempts, placements, step: int) -> dict[str, float]:
-        p = self.cfg
-        batch = self.policy.batch(attempts)
+        p, policy = self.cfg, self.policy
+        batch = policy.batch(attempts, keep=[q is not None for q in placements])
         mask = batch.mask
         groups = [a.sample_id // p.group_size for a in attempts]  # rows of one prompt are consecutive
         advantages = M.grpo_advantages(mask, placements, groups)
-        self.policy.model.eval()  # dropout off: the ratio of the first pass is 1
-        with torch.no_grad():
-            old_logprobs = self.policy.forward(batch)[0]
-        ref_logprobs = self.policy.reference_logprobs(batch)
+        policy.model.eval()  # dropout off: the ratio of the first pass is 1
+        old_logprobs = policy.old_logprobs(batch)[0]
+        ref_logprobs = policy.reference_logprobs(batch)
         stats: dict[str, list[float]] = {"loss": [], "clipfrac": [], "kl": [], "grad_norm": []}
         order = list(range(len(attempts)))
-        rng = random.Random(f"{self.shared.seed}|update|{step}")
+        rng = random.Random(f"{self.shared.seed}|update|{step}|{policy.rank}")
         for _ in range(p.update_epochs):
             rng.shuffle(order)
             for s in range(0, len(order), p.minibatch_size):
                 mb = order[s:s + p.minibatch_size]
-                logprobs = self.policy.forward(batch.rows(mb))[0]
+                m = mask[mb]
+                logprobs = policy.forward(batch.rows(mb))[0]
                 loss, clipfrac, kl = M.grpo_loss(logprobs, old_logprobs[mb], ref_logprobs[mb], advantages[mb],
-                                                 mask[mb], p.clip, p.kl_coef)
-                stats["grad_norm"].append(self.policy.step(loss))
+                                                 m, p.clip, p.kl_coef)
+                # a mean over this process's sequences, reweighted so that DDP's mean over processes is
+                # the mean over every process's sequences
+                rows = m.any(1).sum()
+                share = rows * policy.world / policy.all_sum(rows).clamp(min=1)
+                stats["grad_norm"].append(policy.step(loss * m.shape[0] / rows.clamp(min=1) * share))
                 stats["loss"].append(float(loss.detach()))
                 stats["clipfrac"].append(float(clipfrac))
                 stats["kl"].append(float(kl))
-        out = {f"grpo/{k}": sum(v) / len(v) for k, v in stats.items() if v}
-        out["grpo/advantage_abs"] = float(M.masked_mean(advantages.abs(), mask))
+        local = torch.tensor([sum(v) / len(v) for v in stats.values()], device=policy.device)
+        means = (policy.all_sum(local) / policy.world).tolist()  # each process ran the same minibatches
+        out = {f"grpo/{k}": v for k, v in zip(stats, means)}
+        out["grpo/advantage_abs"] = float(M.masked_mean(advantages.abs(), mask, policy.all_sum))
         return out

@@ -2,6 +2,11 @@
 weights) starting from `adapter` (the SFT model), its reference policy (the same model with the
 adapter switched off, or a frozen copy), the optimizer, the rollout engine (HF over the live weights,
 or vLLM synced after every update), log-probs of sampled responses, and checkpoints / final/.
+
+Data-parallel under `accelerate launch --num_processes N` (DDP; gloo on a CPU): every process holds
+the policy and its own rollout engine and trains on its share of each step's rollouts; gradients are
+all-reduced by DDP, statistics summed over processes (`all_sum`, `gather`), and only the main process
+writes checkpoints and final/. One plain `python train.py` is the N = 1 case of the same code.
 """
 
 from __future__ import annotations
@@ -48,9 +53,14 @@ class Policy:
 
     def __init__(self, cfg: RLConfig, shared: Shared,
                  make_modules: Callable[[int], dict[str, torch.nn.Module]] | None = None):
+        from accelerate import Accelerator
+
         self.cfg, self.shared, self.run_dir = cfg, shared, shared.run_dir
+        self.accelerator = Accelerator(cpu=device() == "cpu")
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.device = self.accelerator.device
         model, self.tokenizer = load_policy(shared.model, cfg.adapter)
-        self.device = torch.device(device())
+        torch.manual_seed(shared.seed)  # the LoRA initialization: the same in every process and rerun
         self.vllm = self._start_vllm(model) if shared.backend.name == "vllm" else None
         if cfg.lora.enabled:
             from peft import get_peft_model
@@ -70,6 +80,10 @@ class Policy:
         self.params = [p for p in self.model.parameters() if p.requires_grad] + \
             [p for m in self.modules.values() for p in m.parameters()]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # DDP wrappers (the modules themselves when N = 1): training forwards go through them so that
+        # backward all-reduces the gradients; no-grad forwards and saving use the plain modules.
+        self.trainable = self.accelerator.prepare_model(self.model)
+        self.trainable_modules = {name: self.accelerator.prepare_model(m) for name, m in self.modules.items()}
         if self.vllm is not None:
             self.generator = self.vllm
         elif shared.backend.name == "hf":  # samples from the live policy: nothing to sync
@@ -79,6 +93,25 @@ class Policy:
                                          chat_format=shared.model.chat_format, batch_size=shared.backend.batch_size)
         else:
             raise ConfigError(f"backend={shared.backend.name}: RL samples from its own policy; use backend=hf or vllm")
+
+    # ---------------------------------------------------------------- data parallelism
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def all_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` summed over the processes (itself with one process)."""
+        if self.world == 1:
+            return value
+        return self.accelerator.reduce(value.detach().clone().to(self.device), reduction="sum")
+
+    def gather(self, items: list) -> list:
+        """Every process's `items`, concatenated in process order."""
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
 
     # ---------------------------------------------------------------- rollout engine
     def _start_vllm(self, start_model):
@@ -90,9 +123,10 @@ class Policy:
         from selfdebug.generation import make_generator
 
         folder = self.run_dir / "rollout_model"
-        if not (folder / "config.json").is_file():
+        if self.accelerator.is_main_process and not (folder / "config.json").is_file():
             start_model.save_pretrained(str(folder))
             self.tokenizer.save_pretrained(str(folder))
+        self.accelerator.wait_for_everyone()
         settings = {k: v for k, v in asdict(self.shared.backend).items() if k not in ("name", "batch_size")}
         return make_generator("vllm", folder, chat_format=self.shared.model.chat_format, dtype=self.shared.model.dtype,
                               enable_lora=self.cfg.lora.enabled, **settings)
@@ -101,8 +135,8 @@ class Policy:
         """After an update: the rollout engine samples from the new weights."""
         if self.vllm is None:
             return
-        if self.cfg.lora.enabled:
-            folder = self.run_dir / "rollout_adapter"
+        if self.cfg.lora.enabled:  # one folder per process: each has its own engine
+            folder = self.run_dir / ("rollout_adapter" if self.world == 1 else f"rollout_adapter_rank{self.rank}")
             self.model.save_pretrained(str(folder))
             self.vllm.load_lora(folder)
         else:
@@ -113,8 +147,10 @@ class Policy:
             self.vllm.close()
 
     # ---------------------------------------------------------------- log-probs
-    def batch(self, attempts) -> RolloutBatch:
-        """The attempts' prompts and generated tokens as tensors (see RolloutBatch)."""
+    def batch(self, attempts, keep: list[bool] | None = None) -> RolloutBatch:
+        """The attempts' prompts and generated tokens as tensors (see RolloutBatch). keep[i] False: a
+        row with mask 0 (a dropped rollout: in the batch, so every process runs the same number of
+        steps, but in no loss or statistic)."""
         from selfdebug.chat import needs_special_tokens, render_chat
 
         chat_format = self.shared.model.chat_format
@@ -131,17 +167,17 @@ class Policy:
             input_ids[b, P - len(ids):P] = torch.tensor(ids)
             input_ids[b, P:P + n] = torch.tensor(a.token_ids)
             attention[b, P - len(ids):P + n] = 1
-            mask[b, :n] = 1
+            mask[b, :n] = 1 if keep is None or keep[b] else 0
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         return RolloutBatch(input_ids.to(self.device), attention.to(self.device), positions.to(self.device), P,
                             mask.to(self.device))
 
     def forward(self, batch: RolloutBatch, model=None, with_hidden: bool = False):
         """(log-probs [B, T], last hidden states [B, T, H] or None, entropies [B, T] or None) of each
-        response token under `model` (default: the policy), at the sampling temperature. Only the T
-        response columns go through the LM head (a 150k-token vocabulary over the whole prompt
-        would dominate time and memory)."""
-        model = model or self.model
+        response token under `model` (default: the policy as trained, through its DDP wrapper), at the
+        sampling temperature. Only the T response columns go through the LM head (a 150k-token
+        vocabulary over the whole prompt would dominate time and memory)."""
+        model = model or self.trainable
         P, T = batch.prompt_len, batch.mask.shape[1]
         keep = torch.arange(P - 1, P - 1 + T, device=batch.input_ids.device)
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention, position_ids=batch.positions,
@@ -155,19 +191,25 @@ class Policy:
 
         return logprobs, out.hidden_states[-1][:, P - 1:P - 1 + T], entropy_from_logits(logits)
 
+    def old_logprobs(self, batch: RolloutBatch, with_hidden: bool = False):
+        """forward() under no_grad with the plain policy: the behaviour policy of the update."""
+        with torch.no_grad():
+            return self.forward(batch, self.model, with_hidden)
+
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs [B, T] under the reference (SFT) policy."""
         with torch.no_grad():
             if self.reference is not None:
                 return self.forward(batch, self.reference)[0]
             with self.model.disable_adapter():
-                return self.forward(batch)[0]
+                return self.forward(batch, self.model)[0]
 
     def step(self, loss: torch.Tensor) -> float:
-        """One optimizer step on `loss`; returns the gradient norm before clipping."""
+        """One optimizer step on `loss` (gradients all-reduced over processes: their mean); returns
+        the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.accelerator.backward(loss)
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
         self.optimizer.step()
         return float(grad_norm)
 
@@ -183,9 +225,12 @@ class Policy:
 
     def checkpoint(self, step: int, algorithm) -> None:
         """checkpoints/step-N, complete or absent (written as .tmp, then renamed); the newest
-        save_total_limit are kept."""
+        save_total_limit are kept. Written by the main process; the others wait for it."""
         from selfdebug.artifacts import atomic_write_text
 
+        if not self.is_main:
+            self.accelerator.wait_for_everyone()
+            return
         root = self.run_dir / "checkpoints"
         folder = root / f"step-{step}"
         tmp = folder.with_name(folder.name + ".tmp")
@@ -196,6 +241,7 @@ class Policy:
         atomic_write_text(root / "latest", folder.name + "\n")
         for old in sorted(root.glob("step-*"), key=lambda p: int(p.name[5:]))[:-self.cfg.save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
     def resume(self, algorithm) -> int:
         """Load the newest checkpoint, if any, into the policy, modules, optimizer and algorithm; the
@@ -213,9 +259,9 @@ class Policy:
             from transformers import AutoModelForCausalLM
 
             self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(folder).state_dict())
-        for name, state in torch.load(folder / MODULES_FILE).items():
+        for name, state in torch.load(folder / MODULES_FILE, map_location="cpu").items():
             self.modules[name].load_state_dict(state)
-        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE))
+        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu"))
         state = json.loads((folder / STATE_FILE).read_text())
         algorithm.load_state(state["algorithm"])
         log.info("resumed %s from %s (step %d)", algorithm.name, folder, state["step"])
@@ -224,5 +270,7 @@ class Policy:
 
     def save_final(self, algorithm) -> Path:
         final = self.run_dir / FINAL_DIR
-        self.save(final, algorithm, -1)
+        if self.is_main:
+            self.save(final, algorithm, -1)
+        self.accelerator.wait_for_everyone()
         return final

@@ -55,30 +55,32 @@ class PPOTrainer:
     def load_state(self, state: dict) -> None:
         self.kl.value = state["kl_coef"]
 
-    def values(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log-probs, values, entropies), each [B, T], under the current policy."""
-        logprobs, hidden, entropy = self.policy.forward(batch, with_hidden=True)
-        return logprobs, self.value_head(hidden), entropy
+    def values(self, batch, model=None, head=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-probs, values, entropies), each [B, T]: under the policy as trained (DDP wrappers), or
+        under `model` / `head` given."""
+        logprobs, hidden, entropy = self.policy.forward(batch, model, with_hidden=True)
+        return logprobs, (head or self.policy.trainable_modules["value_head"])(hidden), entropy
 
     def update(self, attempts, placements, step: int) -> dict[str, float]:
-        p = self.cfg
-        batch = self.policy.batch(attempts)
+        p, policy = self.cfg, self.policy
+        all_sum = policy.all_sum
+        batch = policy.batch(attempts, keep=[q is not None for q in placements])
         mask = batch.mask
         # Dropout stays off (eval mode; gradients flow all the same): the ratio of the first pass is 1.
-        self.policy.model.eval()
+        policy.model.eval()
         with torch.no_grad():
-            old_logprobs, old_values, _ = self.values(batch)
-        ref_logprobs = self.policy.reference_logprobs(batch)
-        placed = M.place_scores(mask, [list(p.values()) for p in placements])
+            old_logprobs, old_values, _ = self.values(batch, policy.model, self.value_head)
+        ref_logprobs = policy.reference_logprobs(batch)
+        placed = M.place_scores(mask, [list(q.values()) if q else [] for q in placements])
         rewards, kl = M.kl_penalized_rewards(placed, old_logprobs, ref_logprobs, mask, self.kl.value)
         if p.whiten_rewards:
-            rewards = M.whiten(rewards, mask, shift_mean=False)
+            rewards = M.whiten(rewards, mask, shift_mean=False, all_sum=all_sum)
         advantages, returns = M.gae(rewards, old_values * mask, mask, p.gamma, p.lam)
-        if p.whiten_advantages and mask.sum() > 1:
-            advantages = M.whiten(advantages, mask)
+        if p.whiten_advantages and all_sum(mask.sum()) > 1:
+            advantages = M.whiten(advantages, mask, all_sum=all_sum)  # over the global batch
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "entropy": [], "grad_norm": []}
         order = list(range(len(attempts)))
-        rng = random.Random(f"{self.shared.seed}|update|{step}")
+        rng = random.Random(f"{self.shared.seed}|update|{step}|{policy.rank}")
         for _ in range(p.update_epochs):
             rng.shuffle(order)
             for s in range(0, len(order), p.minibatch_size):
@@ -87,15 +89,21 @@ class PPOTrainer:
                 m = mask[mb]
                 pl, clipfrac = M.policy_loss(logprobs, old_logprobs[mb], advantages[mb], m, p.clip)
                 vl = M.value_loss(values, old_values[mb], returns[mb], m, p.value_clip)
-                stats["grad_norm"].append(self.policy.step(pl + p.value_coef * vl))
+                # token means over this process's minibatch, reweighted so that the mean over
+                # processes DDP takes of the gradients is the token mean over every process's tokens
+                share = m.sum() * policy.world / all_sum(m.sum()).clamp(min=1)
+                stats["grad_norm"].append(policy.step((pl + p.value_coef * vl) * share))
                 stats["policy_loss"].append(float(pl.detach()))
                 stats["value_loss"].append(float(vl.detach()))
                 stats["clipfrac"].append(float(clipfrac))
                 stats["entropy"].append(float(M.masked_mean(entropy.detach(), m)))
-        seq_kl = float(kl.sum(1).mean())
+        n_rows = all_sum(mask.any(1).sum().float())
+        seq_kl = float(all_sum(kl.sum()) / n_rows.clamp(min=1))
         if p.adaptive_kl:
-            self.kl.update(seq_kl, len(attempts))
-        out = {f"ppo/{k}": sum(v) / len(v) for k, v in stats.items() if v}
+            self.kl.update(seq_kl, int(n_rows))
+        local = torch.tensor([sum(v) / len(v) for v in stats.values()], device=policy.device)
+        means = (all_sum(local) / policy.world).tolist()  # each process ran the same number of minibatches
+        out = {f"ppo/{k}": v for k, v in zip(stats, means)}
         out.update({"ppo/kl": seq_kl, "ppo/kl_coef": self.kl.value,
-                    "ppo/explained_variance": M.explained_variance(old_values, returns, mask)})
+                    "ppo/explained_variance": M.explained_variance(old_values, returns, mask, all_sum)})
         return out

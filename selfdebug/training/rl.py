@@ -140,22 +140,31 @@ class Environment:
             out += [(self.prompts[order[pos]], self.cfg.modes[i % len(self.cfg.modes)])] * self.group_size
         return out
 
-    def rollouts(self, generator, executor: Executor, batch: list[tuple[Prompt, str]], step: int) -> list[Attempt]:
-        """One sample per row from `generator` (the current policy), every test executed; in batch
-        order (sample_id = row). A prompt's group shares one generation call and differs by sampling."""
+    def shard(self, batch: list[tuple[Prompt, str]], rank: int, world: int) -> list[tuple[int, Prompt, str]]:
+        """This process's (row, prompt, mode) of the step's batch: whole groups of group_size rows,
+        group g to process g % world (the group statistics of GRPO stay within one process)."""
+        return [(i, prompt, mode) for i, (prompt, mode) in enumerate(batch) if (i // self.group_size) % world == rank]
+
+    def rollouts(self, generator, executor: Executor, rows: list[tuple[int, Prompt, str]], step: int,
+                 rank: int = 0) -> list[Attempt]:
+        """One sample per (row, prompt, mode) from `generator` (the current policy), every test
+        executed; in row order (sample_id = the row in the step's batch). A prompt's group shares one
+        generation call and differs by sampling. Each process samples with its own seed."""
         from selfdebug.generation import SamplingParams
 
-        problems = {prompt.key: prompt.problem for prompt, _ in batch}
-        requests = [Request(prompt.key, i, 1, mode, prompt.messages[mode]) for i, (prompt, mode) in enumerate(batch)]
+        problems = {prompt.key: prompt.problem for _, prompt, _ in rows}
+        requests = [Request(prompt.key, i, 1, mode, prompt.messages[mode]) for i, prompt, mode in rows]
         params = SamplingParams(n=1, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                                 max_new_tokens=self.cfg.max_new_tokens)
         attempts = []
         for chunk in sample_and_execute(generator, executor, problems, requests, params,
-                                        seed=f"{self.seed}|rl|{step}", tasks_per_call=len(problems), fail_fast=False):
+                                        seed=f"{self.seed}|rl|{step}|{rank}", tasks_per_call=len(problems),
+                                        fail_fast=False):
             attempts += chunk
         return sorted(attempts, key=lambda a: a.sample_id)
 
     def score(self, attempts: list[Attempt]) -> tuple[list[R.RewardParts], list[dict[str, tuple[int, float]]], int]:
+        """Reward terms of rollouts that ran (no engine error)."""
         """(per-rollout RewardParts, per rollout {"code": (token, R(r)), "explanation": (token, R(e))},
         the number of explain+refine rollouts whose explanation was missing or could not be located).
 
@@ -230,8 +239,10 @@ class Algorithm(Protocol):
     name: str  # "ppo" | "grpo": the lineage of final/
     STEP_KEYS: tuple[str, ...]  # the keys update() returns
 
-    def update(self, attempts: list[Attempt], placements: list[dict[str, tuple[int, float]]],
-               step: int) -> dict[str, float]: ...
+    def update(self, attempts: list[Attempt], placements: list[dict[str, tuple[int, float]] | None],
+               step: int) -> dict[str, float]:
+        """One update on this process's rollouts. placements[i] None: a dropped rollout (engine error),
+        in the batch with mask 0. Returns the step's statistics (already over every process)."""
 
     def state(self) -> dict: ...
 
@@ -256,6 +267,11 @@ def run(algorithm: Algorithm, env: Environment, policy, cfg: RLConfig, shared: S
     """Train `algorithm` for env.total_steps() steps from the newest checkpoint; returns the run's metrics."""
     step = policy.resume(algorithm)
     total = env.total_steps()
+    if env.cfg.prompts_per_step % policy.world:
+        from selfdebug.errors import ConfigError
+
+        raise ConfigError(f"prompts_per_step={env.cfg.prompts_per_step} is not a multiple of the {policy.world} "
+                          "processes: every process trains on the same number of prompts")
     generator = TimedGenerator(policy.generator)
     history: list[dict] = []
     t0 = time.monotonic()
@@ -265,16 +281,19 @@ def run(algorithm: Algorithm, env: Environment, policy, cfg: RLConfig, shared: S
             step += 1
             metrics["train/step"] = step
             history.append(metrics)
-            tracker.log(metrics, step=step)
-            tracker.histograms({f"reward/{k}": v for k, v in terms.items()}, step=step)
-            print(f"{algorithm.name} step {step}/{total}: reward {metrics.get('reward/total/mean', float('nan')):.3f} "
-                  f"pass {metrics.get('rl/pass_rate', float('nan')):.2f}", flush=True)
+            if policy.is_main:
+                tracker.log(metrics, step=step)
+                tracker.histograms({f"reward/{k}": v for k, v in terms.items()}, step=step)
+                print(f"{algorithm.name} step {step}/{total}: reward "
+                      f"{metrics.get('reward/total/mean', float('nan')):.3f} "
+                      f"pass {metrics.get('rl/pass_rate', float('nan')):.2f}", flush=True)
             if step % cfg.save_steps == 0 or step == total:
                 policy.checkpoint(step, algorithm)
     final = policy.save_final(algorithm)
     policy.close()
-    out = {"train/steps": float(step), "train/time_s": time.monotonic() - t0, "train/prompts": float(len(env.prompts))}
-    for key in ("reward/total/mean", "rl/pass_rate", *algorithm.STEP_KEYS):
+    out = {"train/steps": float(step), "train/time_s": time.monotonic() - t0, "train/prompts": float(len(env.prompts)),
+           "train/processes": float(policy.world)}
+    for key in ("reward/total/mean", "rl/pass_rate", "rl/rollouts", *algorithm.STEP_KEYS):
         series = [h[key] for h in history if key in h]
         if series:
             out[f"{key}/first"], out[f"{key}/last"] = series[0], series[-1]
@@ -282,34 +301,43 @@ def run(algorithm: Algorithm, env: Environment, policy, cfg: RLConfig, shared: S
         series = [h[f"time/{part}_s"] for h in history if f"time/{part}_s" in h]
         if series:
             out[f"time/{part}_s/mean"] = sum(series) / len(series)
-    print(f"{algorithm.name}: {step} steps -> {final}")
+    if policy.is_main:
+        print(f"{algorithm.name}: {step} steps on {policy.world} process(es) -> {final}")
     return out
 
 
 def _step(algorithm: Algorithm, env: Environment, policy, generator: TimedGenerator, executor,
           step: int) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """One RL step: (its metrics, the per-rollout values of each reward term)."""
+    """One RL step: (its metrics over every process, the per-rollout values of each reward term)."""
     t0, gen0 = time.monotonic(), generator.seconds
-    attempts = env.rollouts(generator, executor, env.batch(step), step)
+    rows = env.shard(env.batch(step), policy.rank, policy.world)
+    attempts = env.rollouts(generator, executor, rows, step, policy.rank)
     t_rollout, t_generate = time.monotonic() - t0, generator.seconds - gen0
-    errors = [a for a in attempts if a.engine_error]
-    kept = [a for a in attempts if not a.engine_error and a.token_ids]
-    metrics: dict[str, float] = {"rl/dropped_engine_errors": float(len(errors))}
-    if not kept:
+    kept = [a for a in attempts if not a.engine_error]
+    for a in attempts:
+        if a.engine_error:
+            log.warning("RL step %d: rollout %d hit an engine error; left out of the update", step, a.sample_id)
+    t1 = time.monotonic()
+    parts, kept_placements, missing = env.score(kept)
+    placement_of = dict(zip((a.sample_id for a in kept), kept_placements))
+    placements = [placement_of.get(a.sample_id) for a in attempts]
+    t_reward = time.monotonic() - t1
+    everywhere = policy.gather([(len(attempts), len(kept), missing, sum(len(a.token_ids) for a in kept))])
+    n_all, n_kept = sum(e[0] for e in everywhere), sum(e[1] for e in everywhere)
+    metrics: dict[str, float] = {"rl/dropped_engine_errors": float(n_all - n_kept)}
+    if not n_kept:
         log.warning("RL step %d: every rollout hit an engine error; no update", step)
         return metrics, {}
-    t1 = time.monotonic()
-    parts, placements, missing = env.score(kept)
-    t_reward = time.monotonic() - t1
     t2 = time.monotonic()
-    metrics.update(algorithm.update(kept, placements, step))
+    metrics.update(algorithm.update(attempts, placements, step))
     policy.sync()
     t_update = time.monotonic() - t2
+    parts = policy.gather(parts)
     terms = reward_terms(parts)
     metrics.update(reward_metrics(terms))
-    metrics.update({"rl/pass_rate": float(np.mean([q.passed for q in parts])), "rl/rollouts": float(len(kept)),
-                    "rl/response_tokens": float(np.mean([len(a.token_ids) for a in kept])),
-                    "reward/missing_explanation": float(missing),
+    metrics.update({"rl/pass_rate": float(np.mean([q.passed for q in parts])), "rl/rollouts": float(n_kept),
+                    "rl/response_tokens": sum(e[3] for e in everywhere) / n_kept,
+                    "reward/missing_explanation": float(sum(e[2] for e in everywhere)),
                     "time/generate_s": t_generate, "time/execute_s": max(0.0, t_rollout - t_generate),
                     "time/reward_s": t_reward, "time/update_s": t_update})
     return metrics, terms

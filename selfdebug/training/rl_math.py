@@ -6,6 +6,8 @@ hand-computed tensors in tests/test_ppo.py and tests/test_grpo.py.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -48,14 +50,22 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, returns
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+AllSum = Callable[[torch.Tensor], torch.Tensor]  # a tensor summed over data-parallel processes
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / std over the masked entries (mean kept when shift_mean=False)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, all_sum: AllSum | None = None) -> torch.Tensor:
+    """Mean over the masked entries; with `all_sum`, over the masked entries of every process."""
+    total, count = (x * mask).sum(), mask.sum()
+    if all_sum is not None:
+        total, count = all_sum(total), all_sum(count)
+    return total / count.clamp(min=1)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, all_sum: AllSum | None = None) -> torch.Tensor:
+    """(x - mean) / std over the masked entries (of every process, with `all_sum`: the global batch);
+    the mean is kept when shift_mean=False."""
+    mean = masked_mean(x, mask, all_sum)
+    var = masked_mean((x - mean) ** 2, mask, all_sum)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -85,10 +95,11 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                       all_sum: AllSum | None = None) -> float:
+    var_r = masked_mean((returns - masked_mean(returns, mask, all_sum)) ** 2, mask, all_sum)
     diff = returns - values
-    var_d = masked_mean((diff - masked_mean(diff, mask)) ** 2, mask)
+    var_d = masked_mean((diff - masked_mean(diff, mask, all_sum)) ** 2, mask, all_sum)
     return float(1 - var_d / var_r) if var_r > 0 else float("nan")
 
 
@@ -121,12 +132,14 @@ def group_normalize(values: list[float | None], groups: list[int], eps: float = 
     return out
 
 
-def grpo_advantages(mask: torch.Tensor, placements: list[dict[str, tuple[int, float]]], groups: list[int]
+def grpo_advantages(mask: torch.Tensor, placements: list[dict[str, tuple[int, float]] | None], groups: list[int]
                     ) -> torch.Tensor:
     """[B, T] advantages: each reward term (placements[b][term] = (token, value), e.g. R(r) on the last
     token, R(e) on the last explanation token) normalized within its group (group_normalize), then
     every token's advantage is the sum of the normalized terms placed at or after it (reward-to-go
-    without discount: GRPO's process-supervision form, Shao et al. 2024 §4.1.3)."""
+    without discount: GRPO's process-supervision form, Shao et al. 2024 §4.1.3). A rollout without
+    placements (None: dropped, e.g. an engine error) neither gets nor shifts its group's advantages."""
+    placements = [p or {} for p in placements]
     terms = sorted({t for p in placements for t in p})
     normalized: list[list[tuple[int, float]]] = [[] for _ in placements]
     for term in terms:
