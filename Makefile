@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart report test test-slow bench sandbox venv clean
+.PHONY: quickstart report test test-slow bench sandbox venv llamacpp clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,15 @@ sandbox:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	  elif command -v sudo >/dev/null 2>&1; then sudo -n apt-get install -y -qq bubblewrap || true; fi; }
 	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap is not installed: programs will run unisolated"
+
+# backend=llamacpp (the fastest generation on a CPU, docs/performance.md): builds llama.cpp's
+# llama-server from the llama-cpp-python sdist on PyPI into ~/.cache/selfdebug/llama.cpp (about 8
+# minutes on 2 cores, once). Needs cmake and a C++ compiler, installed here when run as root.
+llamacpp: venv
+	@command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++; \
+	  else echo "make llamacpp needs cmake and g++: sudo apt-get install cmake g++" >&2; exit 1; fi; }
+	scripts/install_llamacpp.sh $(BIN)/python
 
 # Each stage writes outputs/quickstart/<stage> and reads the previous one there; a rerun resumes or
 # reuses what a stage already wrote (conf/experiment/quickstart.yaml).
@@ -40,7 +49,7 @@ OUT ?= outputs/report
 report: venv
 	$(BIN)/python -m selfdebug.report $(RUNS) --out $(OUT)
 
-test: sandbox venv
+test: sandbox venv llamacpp
 	$(BIN)/python -m pytest -q
 
 test-slow: sandbox venv

@@ -94,8 +94,22 @@ class OpenAIBackendConfig:
     cache_dir: Optional[str] = None  # on-disk response cache; null = $SELFDEBUG_CACHE/openai
 
 
+@dataclass
+class LlamaCppBackendConfig:
+    """conf/backend/llamacpp.yaml: llama.cpp's llama-server as a child process (`make llamacpp`)."""
+
+    name: str = "llamacpp"
+    batch_size: int = 256  # prompt rows per generation call (the server batches `parallel` at a time)
+    parallel: int = 16  # server slots: sequences decoded together
+    ctx_per_slot: int = 2048  # tokens of prompt + completion per sequence
+    gguf_type: str = "q8_0"  # weights of the GGUF conversion: q8_0 | f16 | bf16 | f32
+    threads: Optional[int] = None  # null = the CPUs this process may use
+    server: Optional[str] = None  # llama-server binary; null = $SELFDEBUG_LLAMA_SERVER, make llamacpp's, PATH
+
+
 # backend.name -> its schema (conf/backend/<name>.yaml starts from <name>_schema)
-BACKENDS: dict[str, type] = {"hf": HFBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig}
+BACKENDS: dict[str, type] = {"hf": HFBackendConfig, "vllm": VLLMBackendConfig, "openai": OpenAIBackendConfig,
+                             "llamacpp": LlamaCppBackendConfig}
 
 # The sandbox limits have one home, the engine's SandboxConfig (conf/execution/*.yaml: deltas only).
 ExecutionConfig = SandboxConfig

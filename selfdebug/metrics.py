@@ -96,6 +96,12 @@ def benchmark_source(per_task: Mapping, benchmark: str) -> tuple[str, str] | Non
 def benchmark_chains(per_task: Mapping, benchmark: str, mode: str | None) -> Chains | None:
     """The chains of a paper column in a run's per_task block, or None when the run lacks the
     benchmark or the mode. mode None: any mode (only round 0, the initial code, is read then)."""
+    by_task = task_chains(per_task, benchmark, mode)
+    return None if by_task is None else list(by_task.values())
+
+
+def task_chains(per_task: Mapping, benchmark: str, mode: str | None) -> dict[str, list[int | None]] | None:
+    """benchmark_chains keyed by task id (what pairs two runs' problems)."""
     source = benchmark_source(per_task, benchmark)
     if source is None:
         return None
@@ -105,7 +111,7 @@ def benchmark_chains(per_task: Mapping, benchmark: str, mode: str | None) -> Cha
              and (mode is None or split_first_pass_name(m)[1] == mode)]
     if not names:
         return None
-    return [[None if r is None else int(r) for r in chain] for chain in first_pass[names[0]].values()]
+    return {task: [None if r is None else int(r) for r in chain] for task, chain in first_pass[names[0]].items()}
 
 
 def solved_counts(chains: Chains, rnd: int) -> list[tuple[int, int]]:
@@ -208,6 +214,38 @@ def estimate(strata: list[np.ndarray], statistic: Callable, n_boot: int, seed: i
     low, high = stratified_bootstrap_ci(strata, statistic, n_boot=n_boot, seed=seed)
     return Cell(value, low, high, missing)
 
+
+
+@dataclass(frozen=True)
+class PairedCell:
+    """B - A on the same problems: the difference, its 95% paired bootstrap CI and two-sided p-value."""
+
+    delta: float
+    low: float
+    high: float
+    p: float
+    problems: int
+
+
+def paired_estimate(strata_a: list[np.ndarray], strata_b: list[np.ndarray], statistic: Callable,
+                    n_boot: int = 10000, seed: int = 0, alpha: float = 0.05) -> PairedCell:
+    """Paired bootstrap of statistic(B) - statistic(A): strata_a[i] and strata_b[i] hold the SAME
+    problems in the same order (one row each), and each resample draws problems once for both runs,
+    so what the two runs share (a problem's difficulty) cancels. CI: percentile. p: two-sided,
+    2 x the smaller share of resampled differences on either side of 0 (the smallest alpha whose CI
+    excludes 0), at least 1 / n_boot."""
+    if len(strata_a) != len(strata_b) or any(len(a) != len(b) for a, b in zip(strata_a, strata_b)):
+        raise ValueError("paired_estimate needs the same problems in A and B")
+    a = [np.asarray(s, dtype=float) for s in strata_a]
+    b = [np.asarray(s, dtype=float) for s in strata_b]
+    delta = float(statistic([s[None] for s in b])[0] - statistic([s[None] for s in a])[0])
+    rng = np.random.default_rng(seed)
+    idx = [rng.integers(0, len(s), size=(n_boot, len(s))) for s in a]
+    diffs = np.asarray(statistic([s[i] for s, i in zip(b, idx)]) - statistic([s[i] for s, i in zip(a, idx)]))
+    diffs = diffs[~np.isnan(diffs)]
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    p = max(min(1.0, 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))), 1.0 / len(diffs))
+    return PairedCell(delta, float(low), float(high), p, sum(len(s) for s in a))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ Reads ONLY `metrics.json` files (found recursively under the given paths): the f
   refinement per benchmark, our number with a 95% bootstrap CI over problems beside the paper's.
 - Table 3: the task-count-weighted "overall" columns, with deltas (SFT vs Prompt., RL vs SFT).
 - Table 4: the success refinement rate averaged over the benchmarks.
+- Paired comparison: each approach minus the one before it (SFT - Prompt., RL - SFT) on the same
+  problems, pass@1 and the success refinement rate, with a paired bootstrap CI and p-value.
 - Table 9: explanation quality scored by a judge (evaluate.py judge=...).
 - Table 10: greedy self-refinement success rate of base models (Prompt. runs at temperature 0).
 - Provenance of every row: run dir, model, adapter, dataset version + hash, seed, sampling, git SHA.
@@ -388,6 +390,73 @@ def table4(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: boo
     return table
 
 
+def paired_table(runs: list[Run], n_boot: int, seed: int) -> Table | None:
+    """Each approach against the one before it (SFT vs Prompt., RL vs SFT, ...) on the problems both
+    runs evaluated: the difference of pass@1 after one refinement and of the success refinement
+    rate, per benchmark and over all of them, with a paired bootstrap CI and p-value."""
+    header = ["Model", "Data", "Comparison", "Metric", "Mode"] + [f"{b} delta [95% CI] p" for b in (*BENCHMARKS, *OVERALL)]
+    table = Table("Paired comparison: B - A on the same problems (percentage points; 95% paired bootstrap CI "
+                  "over problems, two-sided p)", header)
+    by_row = {run.row: run for run in runs}
+    for (model, approach, data), run in sorted(by_row.items(), key=lambda kv: (kv[0][0], kv[0][2], _approach_order(kv[0][1]))):
+        prev = _previous_run(by_row, model, approach, data)
+        if prev is None:
+            continue
+        for metric in ("pass@1", "refine rate"):
+            for stage in ("Init.", "Refine", "Expl.+Refine"):
+                if metric == "refine rate" and stage == "Init.":
+                    continue
+                cells = [paired_cell(prev, run, [b], stage, metric, n_boot, seed) for b in BENCHMARKS]
+                cells += [paired_cell(prev, run, group, stage, metric, n_boot, seed) for group in OVERALL.values()]
+                if any(cells):
+                    table.rows.append([model, "" if data == DEFAULT_DATA else data, f"{approach} - {prev.approach}",
+                                       metric, stage] + [fmt_paired(c) for c in cells])
+    if not table.rows:
+        return None
+    table.notes += ["pass@1 after a stage: pass@1 of the initial code (Init.) or after one refinement; refine rate: "
+                    "wrong initial samples fixed by one refinement / wrong initial samples (pooled per benchmark; an "
+                    "overall column is the mean of its two benchmarks' rates, as Table 4; its pass@1 the mean over "
+                    "the pooled problems, as Table 3)",
+                    "p: two-sided, from the paired bootstrap (2 x the smaller share of resampled differences on "
+                    "either side of 0); n = problems both runs evaluated"]
+    return table
+
+
+def paired_cell(a: Run, b: Run, benchmarks: Sequence[str], stage: str, metric: str, n_boot: int, seed: int
+                ) -> M.PairedCell | None:
+    """statistic(b) - statistic(a) over the problems of `benchmarks` that both runs evaluated."""
+    mode, rnd = STAGES[stage]
+    strata_a, strata_b = [], []
+    for benchmark in benchmarks:
+        chains_a, chains_b = M.task_chains(a.per_task, benchmark, mode), M.task_chains(b.per_task, benchmark, mode)
+        if chains_a is None or chains_b is None:
+            continue
+        tasks = sorted(set(chains_a) & set(chains_b))
+        if not tasks:
+            continue
+        if metric == "pass@1":
+            rows = [M.pass_values([chains[t] for t in tasks], 1, rnd) for chains in (chains_a, chains_b)]
+            if rows[0] is None or rows[1] is None:
+                continue
+        else:
+            rows = [M.refine_rows([chains[t] for t in tasks], rnd) for chains in (chains_a, chains_b)]
+            if rows[0][:, 0].sum() == 0 or rows[1][:, 0].sum() == 0:
+                continue
+        strata_a.append(rows[0])
+        strata_b.append(rows[1])
+    if not strata_a:
+        return None
+    statistic = M.pooled_mean if metric == "pass@1" else M.mean_of_rates
+    return M.paired_estimate(strata_a, strata_b, statistic, n_boot=max(n_boot, 1) * 10, seed=seed)
+
+
+def fmt_paired(cell: M.PairedCell | None, scale: float = 100.0) -> str:
+    if cell is None:
+        return "-"
+    p = f"p={cell.p:.3f}" if cell.p >= 0.001 else "p<0.001"
+    return f"{scale * cell.delta:+.2f} [{scale * cell.low:+.2f}, {scale * cell.high:+.2f}] {p} (n={cell.problems})"
+
+
 def table10(runs: list[Run], paper: dict, n_boot: int, seed: int, paper_only: bool) -> Table | None:
     """Table 10 layout: self-refinement success rate of base models under greedy decoding, per
     benchmark (Prompt. runs with sampling.temperature 0)."""
@@ -460,7 +529,7 @@ def build_report(runs: list[Run], *, ks: Sequence[int] = (1, 10), n_boot: int = 
     ks = [k for k in ks if any(pass_cell(r, [b], "Init.", k, 0, seed) for r in runs for b in BENCHMARKS)] or list(ks)[:1]
     tables = [table2(runs, paper, ks, n_boot, seed, paper_only), table3(runs, paper, ks, n_boot, seed, paper_only),
               table4(runs, paper, n_boot, seed, paper_only)]
-    extra = [table9(runs, paper, paper_only), table10(runs, paper, n_boot, seed, paper_only)]
+    extra = [paired_table(runs, n_boot, seed), table9(runs, paper, paper_only), table10(runs, paper, n_boot, seed, paper_only)]
     return tables + [t for t in extra if t is not None]
 
 

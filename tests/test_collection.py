@@ -23,8 +23,8 @@ from selfdebug.collection import (
 )
 from selfdebug.config import Config, typed
 from selfdebug.data import DataError, load_dataset
-from selfdebug.errors import ConfigError
 from selfdebug.episode import Attempt
+from selfdebug.errors import ConfigError
 from selfdebug.execution import Executor
 from selfdebug.generation import Completion
 from selfdebug.tracking import write_resolved_config

@@ -140,8 +140,9 @@ def test_every_experiment_composes(composed):
                 typed, _ = composed(script, [f"experiment={name}"])
                 assert typed.experiment == name
         checked += 1
-    # quickstart (+ _sft, _rl), smoke, node8gpu + the paper rows (recursive glob: a flat one misses them)
-    assert checked == len(experiment_configs()) == 5 + len(paper_rows()) and len(paper_rows()) >= 22
+    # quickstart (+ _sft, _rl), smoke, node8gpu, small/{prompt,sft,rl} + the paper rows (recursive glob:
+    # a flat one misses them)
+    assert checked == len(experiment_configs()) == 8 + len(paper_rows()) and len(paper_rows()) >= 22
 
 
 def test_experiments_hold_no_job_name_indirection():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from selfdebug import report
@@ -177,3 +178,37 @@ def test_prompting_run_joins_the_data_row_of_its_model(tmp_path):
     prompt_rate = (1 / 3 + 1 / 2 + 0) / 3  # test_refine_rate_by_hand
     assert row[1] == "Self" and row[table.header.index("Refine Prompt.")] == f"{100 * prompt_rate:.2f}*"
     assert row[table.header.index("Refine SFT")].startswith(f"100.00 ({100 * (1 - prompt_rate):+.2f})")
+
+
+def test_paired_estimate_by_hand():
+    from selfdebug.metrics import PairedCell, paired_estimate, pooled_mean
+
+    a = [np.array([0.0, 0.0, 1.0, 1.0])]
+    same = paired_estimate(a, a, pooled_mean, n_boot=500)
+    assert same == PairedCell(0.0, 0.0, 0.0, 1.0, 4)  # no difference on any resample
+    shifted = paired_estimate(a, [a[0] + 0.1], pooled_mean, n_boot=500)  # B beats A by 0.1 on every problem
+    assert (shifted.delta, shifted.low, shifted.high) == pytest.approx((0.1, 0.1, 0.1))
+    assert shifted.p == pytest.approx(1 / 500)  # every resample on one side: the floor 1/n_boot
+    # A very spread out problem set: unpaired the shift would drown, paired it is exact.
+    spread = [np.linspace(0, 1, 50)]
+    assert paired_estimate(spread, [spread[0] + 0.02], pooled_mean, n_boot=200).low == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="same problems"):
+        paired_estimate(a, [np.zeros(3)], pooled_mean)
+
+
+def test_paired_table_by_hand(runs):
+    """SFT - Prompt. and RL - SFT on the golden runs' shared problems (chains in the module docstring)."""
+    table = report.paired_table(list(runs.values()), n_boot=50, seed=0)
+    rows = {(r[2], r[3], r[4]): r for r in table.rows}
+    col = table.header.index("HumanEval+ delta [95% CI] p")
+    # pass@1 after refine on HumanEval+: Prompt. T1 [0, None] 1/2, T2 [None, 1] 1/2 -> 0.5;
+    # SFT T1 [0, 1] 1, T2 [1, 1] 1 -> 1.0: +50 on both problems, so every resample says +50
+    assert rows[("SFT - Prompt.", "pass@1", "Refine")][col].startswith("+50.00 [+50.00, +50.00] p=0.002 (n=2)")  # p: 1 / 500
+    # refine rate (refine) on HumanEval+: Prompt. wrong 1 + 2, fixed 0 + 1 -> 1/3; SFT wrong 1 + 2,
+    # fixed 1 + 2 -> 1: +66.67
+    assert rows[("SFT - Prompt.", "refine rate", "Refine")][col].startswith("+66.67")
+    # RL - SFT after refine on HumanEval+: SFT [0, 1], [1, 1] and RL [0, 0], [1, 1] both solve all: 0, p = 1
+    assert rows[("RL - SFT", "pass@1", "Refine")][col].startswith("+0.00 [+0.00, +0.00] p=1.000")
+    # Init. on HumanEval+: SFT T1 [0, 1] 1/2, T2 0; RL T1 [0, 0] 1, T2 0 -> +25 on one problem of two
+    assert rows[("RL - SFT", "pass@1", "Init.")][col].startswith("+25.00 [+0.00, +50.00]")
+    assert ("Prompt. - SFT", "pass@1", "Refine") not in rows

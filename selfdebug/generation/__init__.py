@@ -6,7 +6,8 @@ server applies its own chat template).
 
 Backends: "hf" (generation/hf.py, transformers), "vllm" (generation/vllm.py, vLLM's offline engine),
 "openai" (generation/openai.py, any OpenAI-compatible chat server: OpenAI, `vllm serve`,
-`python -m selfdebug.serve`).
+`python -m selfdebug.serve`), "llamacpp" (generation/llamacpp.py, a llama-server child process: the
+fastest on a small CPU machine).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
         from selfdebug.generation.vllm import VLLMGenerator
 
         return VLLMGenerator(model_path, **kwargs)
+    if backend_name == "llamacpp":
+        from selfdebug.generation.llamacpp import LlamaCppGenerator
+
+        return LlamaCppGenerator(model_path, **kwargs)
     if backend_name == "openai":
         from selfdebug.generation.openai import OpenAIGenerator
         from selfdebug.models import cache_root
@@ -90,7 +95,7 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
         # backend.cache_dir: null = $SELFDEBUG_CACHE/openai (a rerun of the same requests is free).
         kwargs["cache_dir"] = kwargs.get("cache_dir") or cache_root() / "openai"
         return OpenAIGenerator(base_url, str(model_path), **kwargs)
-    raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, openai")
+    raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, llamacpp, openai")
 
 
 def build_generator(model, backend, adapter: str | Path | None = None) -> Generator:
@@ -115,6 +120,8 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
     path, adapters = split_chain(base, adapter)
     if not adapters:  # the base model, or a full fine-tuned one
         return make_generator(backend.name, path, **settings)
+    if backend.name == "llamacpp":  # llama.cpp serves one GGUF file: the merged chain, converted
+        return make_generator("llamacpp", merged_model_dir(base, adapter, model.dtype), **settings)
     if backend.name == "vllm":
         if len(adapters) == 1 and path == base:  # one LoRA on the base: vLLM applies it
             generator = make_generator("vllm", base, enable_lora=True, **settings)

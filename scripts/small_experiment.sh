@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The small-scale LeDex experiment (conf/experiment/small/, README "Results"), stage by stage in
+# order. Every stage resumes where it stopped, so after a kill just run this again: finished stages
+# return at once. Each stage's wall time and peak memory go to outputs/small/stages.tsv.
+#   nohup scripts/small_experiment.sh > outputs/small.log 2>&1 &
+#   STAGES="collect eval_prompt" scripts/small_experiment.sh     # some stages only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STAGES=${STAGES:-"collect eval_prompt train_sft eval_sft train_ppo eval_rl report"}
+mkdir -p outputs/small
+run() {  # run NAME CMD...: time a stage; the record is appended when it ends successfully
+  local name=$1; shift
+  echo "== $(date -u +%FT%TZ) $name: $*"
+  /usr/bin/time -f "%e\t%M" -o outputs/small/.time "$@"
+  printf "%s\t%s\t%s\n" "$name" "$(date -u +%FT%TZ)" "$(cat outputs/small/.time)" >> outputs/small/stages.tsv
+}
+for stage in $STAGES; do
+  case $stage in
+    collect)     run collect     "$PY" collect.py experiment=small/prompt ;;
+    eval_prompt) run eval_prompt "$PY" evaluate.py experiment=small/prompt ;;
+    train_sft)   run train_sft   "$PY" train.py algorithm=sft experiment=small/prompt ;;
+    eval_sft)    run eval_sft    "$PY" evaluate.py experiment=small/sft ;;
+    train_ppo)   run train_ppo   "$PY" train.py algorithm=ppo experiment=small/prompt ;;
+    eval_rl)     run eval_rl     "$PY" evaluate.py experiment=small/rl ;;
+    report)      run report      "$PY" -m selfdebug.report outputs/small --out outputs/small/report ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
