@@ -1,70 +1,125 @@
-"""Generation throughput of the HF backend: aggregate generated tokens/s per model, dtype, batch size.
+"""Generation engines side by side: generated tokens/s of each backend on the pipeline's real shapes.
 
-    python benchmarks/bench_generation.py                      # SmolLM2-135M and Qwen2.5-Coder-0.5B
-    python benchmarks/bench_generation.py --batch-sizes 1 8 16 --max-new-tokens 64
+    python benchmarks/bench_generation.py                       # Qwen2.5-Coder-0.5B: hf fp32, hf int8, llamacpp (+ vllm)
+    python benchmarks/bench_generation.py --engines hf-int8 llamacpp --shapes evaluate
+    python benchmarks/bench_generation.py --model smollm2-135m-instruct --max-new-tokens 64   # a quick look
 
-Models come from the offline cache (selfdebug.models.resolve_model; converted on first use).
-A row = one sampled completion; a batch of B rows samples B completions of one prompt, so no
-padding is involved. Early stops (EOS) are counted as generated tokens only up to the stop.
+Shapes (each a list of chat conversations sent in ONE generate() call, as the stages send them):
+  evaluate  16 HumanEval+ prompts x 2 samples, 192 new tokens, T=0.8 top-p 0.95 (the issue's shape;
+            prompts of different lengths, the n samples of a prompt share it)
+  greedy    the same 16 prompts, 1 greedy sample each (the small-model experiment's evaluation)
+  collect   16 MBPP-train refinement prompts (task, a wrong program, its failing test) x 1 sample,
+            256 new tokens, T=0.8 (the teacher's calls: long prompts, one sample each)
+The figure is generated tokens (up to EOS / stop) over the wall time of the call, model load
+excluded; "x int8" is the ratio to the HF int8 backend, this project's CPU default before llama.cpp.
+Engines: hf-fp32, hf-int8 (backend=hf quantize=int8, batch 32), llamacpp (backend=llamacpp, q8_0,
+32 slots; needs `make llamacpp`), vllm (bf16; needs `make vllm`). An engine that is not installed
+is listed as such. Run it on an otherwise idle machine: the load average is printed before/after.
 """
+
+from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
-from pathlib import Path as _Path
+from pathlib import Path
 
-sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from selfdebug.generation import SamplingParams, make_generator
-from selfdebug.models import resolve_model
+from selfdebug.generation import BackendError, SamplingParams, make_generator  # noqa: E402
+from selfdebug.models import resolve_model  # noqa: E402
 
-# (source key, dtype): Qwen is stored in bf16; fp32 is measured too because this CPU (AVX2, no
-# AVX512-BF16) has no native bf16 matmul.
-CONFIGS = [("smollm2-135m-instruct", "float32"),
-           ("qwen2.5-coder-0.5b-instruct", "bfloat16"),
-           ("qwen2.5-coder-0.5b-instruct", "float32")]
-PROMPT = [{"role": "user", "content": "Write a Python function that parses a CSV line with quoted fields, "
-                                      "then explain every line of it in detail."}]
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ENGINES = {  # name -> (backend, constructor settings)
+    "hf-fp32": ("hf", dict(dtype="float32", batch_size=32)),
+    "hf-int8": ("hf", dict(dtype="float32", batch_size=32, quantize="int8")),
+    "llamacpp": ("llamacpp", dict(gguf_type="q8_0", parallel=32, ctx_per_slot=1024)),
+    "vllm": ("vllm", dict(dtype="bfloat16")),
+}
+BASELINE = "hf-int8"
 
 
-def bench(source: str, dtype: str, batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
-    gen = make_generator("hf", resolve_model(source), dtype=dtype, batch_size=max(batch_sizes))
-    gen.generate([PROMPT], SamplingParams(n=1, max_new_tokens=4))  # warm-up: first-call allocations
+def humaneval_prompts(count: int) -> list[list[dict]]:
+    from selfdebug.data import load_dataset
+    from selfdebug.prompts import initial_messages
+
+    ds = load_dataset("humaneval_plus", path=DATA / "HumanEvalPlus-v0.1.10.jsonl.gz", limit=count)
+    return [initial_messages(p) for p in ds.problems]
+
+
+def refinement_prompts(count: int) -> list[list[dict]]:
+    """A teacher's explain+refine conversations: an MBPP-train task, a wrong program (its reference
+    with the first return value broken) and a failing-test feedback turn."""
+    from selfdebug.data import load_dataset
+    from selfdebug.prompts import refine_messages
+
+    ds = load_dataset("mbpp", split="train", path=DATA / "mbpp.jsonl", limit=count)
+    return [refine_messages(p, p.canonical_solution.replace("return ", "return None or ", 1),
+                            f"The code above failed the test:\n{p.test_examples[0]}", "explain_refine")
+            for p in ds.problems]
+
+
+def shapes(only: list[str] | None, max_new_tokens: int | None) -> dict[str, tuple[list, SamplingParams]]:
+    he = humaneval_prompts(16)
+    all_shapes = {
+        "evaluate": (he, SamplingParams(n=2, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens or 192)),
+        "greedy": (he, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens or 192)),
+        "collect": (refinement_prompts(16), SamplingParams(n=1, temperature=0.8, top_p=0.95,
+                                                            max_new_tokens=max_new_tokens or 256)),
+    }
+    return {k: v for k, v in all_shapes.items() if only is None or k in only}
+
+
+def bench(engine: str, model_dir: Path, cases: dict) -> list[dict]:
+    backend, settings = ENGINES[engine]
+    start = time.perf_counter()
+    try:
+        gen = make_generator(backend, model_dir, **settings)
+    except BackendError as err:
+        print(f"  {engine}: not available ({str(err).splitlines()[0]})", flush=True)
+        return [dict(engine=engine, shape=s, missing=True) for s in cases]
+    load_s = time.perf_counter() - start
     rows = []
-    for bs in batch_sizes:
-        gen.batch_size = bs
-        params = SamplingParams(n=bs, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens, seed=0)
-        start = time.perf_counter()
-        [completions] = gen.generate([PROMPT], params)
-        seconds = time.perf_counter() - start
-        tokens = sum(c.n_tokens for c in completions)
-        rows.append(dict(model=source, dtype=dtype, batch=bs, tokens=tokens, seconds=seconds,
-                         tok_s=tokens / seconds, row_tok_s=tokens / seconds / bs))
-        print(f"  {source} {dtype} batch={bs}: {tokens / seconds:.1f} tok/s", flush=True)
-    gen.close()
+    try:
+        gen.generate(cases[next(iter(cases))][0][:1], SamplingParams(max_new_tokens=4))  # warm-up
+        for shape, (conversations, params) in cases.items():
+            start = time.perf_counter()
+            out = gen.generate(conversations, params)
+            seconds = time.perf_counter() - start
+            tokens = sum(c.n_tokens for row in out for c in row)
+            rows.append(dict(engine=engine, shape=shape, rows=len(conversations) * params.n, tokens=tokens,
+                             seconds=seconds, tok_s=tokens / seconds, load_s=load_s))
+            print(f"  {engine} {shape}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tok/s", flush=True)
+    finally:
+        gen.close()
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--only", nargs="*", default=None, help="source keys to run (default: all)")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", help="offline model source key")
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
+    parser.add_argument("--shapes", nargs="+", default=None, choices=["evaluate", "greedy", "collect"])
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="override every shape's budget")
     args = parser.parse_args()
+    model_dir = Path(resolve_model(args.model))
+    cases = shapes(args.shapes, args.max_new_tokens)
     load_before = os.getloadavg()[0]
     results = []
-    for source, dtype in CONFIGS:
-        if args.only is None or source in args.only:
-            results += bench(source, dtype, args.batch_sizes, args.max_new_tokens)
-    import torch
-
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} (other processes skew CPU timings)")
-    print(f"{'model':<30} {'dtype':<9} {'batch':>5} {'tokens':>6} {'s':>7} {'tok/s':>7} {'tok/s/row':>9}")
+    for engine in args.engines:
+        results += bench(engine, model_dir, cases)
+    base = {r["shape"]: r["tok_s"] for r in results if r["engine"] == BASELINE and not r.get("missing")}
+    print(f"\n{args.model}, {os.cpu_count()} CPUs, load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
+          "(other processes skew CPU timings)")
+    print(f"{'engine':<10} {'shape':<9} {'rows':>5} {'tokens':>7} {'s':>7} {'tok/s':>7} {'x int8':>7} {'load s':>7}")
     for r in results:
-        print(f"{r['model']:<30} {r['dtype']:<9} {r['batch']:>5} {r['tokens']:>6} {r['seconds']:>7.1f} "
-              f"{r['tok_s']:>7.1f} {r['row_tok_s']:>9.1f}")
+        if r.get("missing"):
+            print(f"{r['engine']:<10} {r['shape']:<9} {'not installed':>29}")
+            continue
+        ratio = f"{r['tok_s'] / base[r['shape']]:.2f}" if r["shape"] in base else "-"
+        print(f"{r['engine']:<10} {r['shape']:<9} {r['rows']:>5} {r['tokens']:>7} {r['seconds']:>7.1f} "
+              f"{r['tok_s']:>7.1f} {ratio:>7} {r['load_s']:>7.1f}")
 
 
 if __name__ == "__main__":

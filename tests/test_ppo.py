@@ -350,3 +350,32 @@ def test_reward_ablation_multirun(tmp_path, tiny_model_dir, collected, algorithm
     for job in jobs:
         metrics = json.loads((tmp_path / job / "metrics.json").read_text())
         assert metrics["train/steps"] == 1 and metrics["meta"]["dataset_hashes"]["train_data"]
+
+
+@pytest.mark.parametrize("missing_similarity, expected", [(0.0, -35 / 3), (0.7, 0.0)])
+def test_missing_explanation_gets_its_r_e_on_the_last_token(smollm2_tokenizer, missing_similarity, expected):
+    """An explain+refine rollout that writes only code is not spared R(e): it gets the R(e) of
+    S_ex = reward.missing_explanation_similarity on its last token, and the step counts it."""
+    from selfdebug.config import RewardConfig
+    from selfdebug.data import Problem, TestSuite
+    from selfdebug.episode import Attempt
+    from selfdebug.parsing import parse_completion
+    from selfdebug.training.rl import Environment, Prompt
+
+    tok = smollm2_tokenizer
+    text = "```python\ndef f(x):\n    return x + 1\n```"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    parsed = parse_completion(text, mode="explain_refine", entry_point="f")
+    assert parsed.explanation == ""
+    problem = Problem("t", "mbpp", "f", "f", "", "", (), TestSuite(kind="assert", tests=("assert f(1) == 2",)))
+    env = Environment.__new__(Environment)  # only score(): no data files, no embedder call
+    env.reward = RewardConfig(missing_explanation_similarity=missing_similarity)
+    env.tokenizer = tok
+    env.prompts = [Prompt("t", problem, {}, ["def f(x):\n    return x + 1\n"], ["The return is off by one."])]
+    a = Attempt(task_id="t", sample_id=0, round=1, mode="explain_refine", completion=text,
+                explanation=parsed.explanation, code=parsed.code, parse_reason=parsed.reason, status="pass",
+                plus_status=None, feedback="", token_ids=tuple(ids), explanation_chars=parsed.explanation_chars)
+    parts, placements, missing = env.score([a])
+    assert missing == 1
+    assert placements[0]["explanation"] == (len(ids) - 1, pytest.approx(expected))
+    assert parts[0].explanation_reward == pytest.approx(expected)
