@@ -184,7 +184,8 @@ class Policy:
                     logits_to_keep=keep, output_hidden_states=with_hidden)
         logits = out.logits.float() / (self.cfg.temperature or 1.0)  # [B, T, V], as sampled
         targets = batch.input_ids[:, P:P + T]
-        logprobs = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+        # x_t - logsumexp(x): the same as log_softmax(x)[t] without keeping a [B, T, V] log-softmax for backward
+        logprobs = logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
         if not with_hidden:
             return logprobs, None, None
         from selfdebug.training.rl_math import entropy_from_logits

@@ -90,7 +90,9 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
 
+@torch.no_grad()
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Per-token entropy, a logged statistic only (no gradient: nothing [B, T, V] kept for backward)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
 
