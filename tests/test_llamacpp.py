@@ -133,3 +133,30 @@ def test_failed_server_start_is_one_clear_error(tmp_path, smollm2_dir, monkeypat
             (gguf.parent / file.name).write_bytes(file.read_bytes())
     with pytest.raises(BackendError, match="exited with code 3(.|\n)*cannot load model"):
         make_generator("llamacpp", gguf.parent, server=str(fake))
+
+
+@needs_server
+def test_a_killed_stage_leaves_no_server(smollm2_dir, tmp_path):
+    """kill -9 of the process that started llama-server takes the server down with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys; from selfdebug.generation import make_generator\n"
+              f"g = make_generator('llamacpp', {str(smollm2_dir)!r}, gguf_type='f32', parallel=1, ctx_per_slot=256)\n"
+              "print(g.process.pid, flush=True); sys.stdin.read()\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    server = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(server, signal.SIGKILL)
+    raise AssertionError("llama-server outlived the killed process that started it")

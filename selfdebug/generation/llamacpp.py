@@ -123,7 +123,8 @@ class LlamaCppGenerator:
         cmd = [str(binary), "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(port),
                "-np", str(parallel), "-c", str(parallel * ctx_per_slot), "-t", str(threads), "-tb", str(threads),
                "--no-webui", "-cram", "0"]
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent)
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llamacpp")
         self._lock = threading.Lock()
         try:
@@ -238,6 +239,18 @@ def _seed(seed: int, ids: list[int], sample: int, occurrence: int) -> int:
     """A sample's own seed: the call's seed, its prompt and its place among that prompt's samples."""
     digest = hashlib.sha256(json.dumps([seed, sample, occurrence, ids]).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _die_with_parent() -> None:
+    """In the server's process before exec (Linux): SIGTERM it when this process dies, so a killed
+    stage (kill -9 included) leaves no server behind."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _free_port() -> int:
