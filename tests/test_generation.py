@@ -248,10 +248,11 @@ def test_every_backend_setting_is_its_constructors_argument():
 
     from selfdebug.config import BACKENDS
     from selfdebug.generation.hf import HFGenerator
+    from selfdebug.generation.llamacpp import LlamaCppGenerator
     from selfdebug.generation.openai import OpenAIGenerator
     from selfdebug.generation.vllm import VLLMGenerator
 
-    classes = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator}
+    classes = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator, "llamacpp": LlamaCppGenerator}
     assert set(classes) == set(BACKENDS)
     for name, schema in BACKENDS.items():
         fields = {f.name for f in dataclasses.fields(schema)} - {"name"} - ({"batch_size"} if name != "hf" else set())

@@ -319,16 +319,6 @@ def test_ppo_learns_a_toy_reward(tmp_path, tiny_model_dir):
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.5, rewards
 
 
-@pytest.mark.vllm
-def test_ppo_rollouts_through_vllm_with_adapter_sync(tmp_path, tiny_model_dir, collected):
-    """vLLM only: rollouts come from a vLLM engine whose LoRA adapter is synced after each update."""
-    cfg = rl_cfg(tmp_path, tiny_model_dir, collected, "max_steps=2", "backend=vllm")
-    trainer = ppo_trainer(cfg)
-    trainer.train()
-    assert (tmp_path / "rollout_adapter" / "adapter_config.json").is_file()
-    assert [s for s, _ in trainer.tracker.logged] == [1, 2]
-
-
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
 def test_reward_ablation_multirun(tmp_path, tiny_model_dir, collected, algorithm):
     """`train.py -m algorithm=<rl> reward=a,b` runs one job per reward, each with its metrics.json,

@@ -61,7 +61,7 @@ class Policy:
         self.device = self.accelerator.device
         model, self.tokenizer = load_policy(shared.model, cfg.adapter)
         torch.manual_seed(shared.seed)  # the LoRA initialization: the same in every process and rerun
-        self.vllm = self._start_vllm(model) if shared.backend.name == "vllm" else None
+        self.vllm = self._start_vllm() if shared.backend.name == "vllm" else None
         if cfg.lora.enabled:
             from peft import get_peft_model
 
@@ -114,33 +114,44 @@ class Policy:
         return gather_object(items)
 
     # ---------------------------------------------------------------- rollout engine
-    def _start_vllm(self, start_model):
-        """A vLLM engine over the starting policy (base + merged starting checkpoint, saved once to
-        <run>/rollout_model BEFORE any LoRA layer is added, so vLLM gets plain HF weights). LoRA:
-        the adapter is synced after every update (adapter files only); all weights: reloaded in place."""
+    def _start_vllm(self):
+        """A vLLM engine over the starting policy: the base model, or base + the starting checkpoint's
+        chain merged into one folder (checkpoints.merged_model_dir, written once beside `adapter` by
+        the main process; what evaluate.py serves for it too). LoRA: the engine adds the policy's
+        adapter, synced after every update (sync); full fine-tuning: its weights are replaced."""
         from dataclasses import asdict
 
+        from selfdebug.checkpoints import merged_model_dir
         from selfdebug.generation import make_generator
+        from selfdebug.models import resolve_model
 
-        folder = self.run_dir / "rollout_model"
-        if self.accelerator.is_main_process and not (folder / "config.json").is_file():
-            start_model.save_pretrained(str(folder))
-            self.tokenizer.save_pretrained(str(folder))
+        base, dtype = resolve_model(self.shared.model.source), self.shared.model.dtype
+        if self.accelerator.is_main_process:
+            merged_model_dir(base, self.cfg.adapter, dtype)
         self.accelerator.wait_for_everyone()
+        folder = merged_model_dir(base, self.cfg.adapter, dtype)  # written by now: only looked up
         settings = {k: v for k, v in asdict(self.shared.backend).items() if k not in ("name", "batch_size")}
-        return make_generator("vllm", folder, chat_format=self.shared.model.chat_format, dtype=self.shared.model.dtype,
+        if self.cfg.lora.enabled:
+            settings["max_lora_rank"] = self.cfg.lora.r  # the one adapter this engine serves
+        return make_generator("vllm", folder, chat_format=self.shared.model.chat_format, dtype=dtype,
                               enable_lora=self.cfg.lora.enabled, **settings)
 
     def sync(self) -> None:
-        """After an update: the rollout engine samples from the new weights."""
+        """After an update: the rollout engine samples from the new weights. LoRA: the adapter alone
+        (the PeftModel's save_pretrained: adapter_config.json + the lora_A/lora_B weights), served
+        under a new adapter id on the base the engine holds; full fine-tuning: the whole model,
+        reloaded in place. One folder per process: each has its own engine."""
         if self.vllm is None:
             return
-        if self.cfg.lora.enabled:  # one folder per process: each has its own engine
-            folder = self.run_dir / ("rollout_adapter" if self.world == 1 else f"rollout_adapter_rank{self.rank}")
+        suffix = "" if self.world == 1 else f"_rank{self.rank}"
+        if self.cfg.lora.enabled:
+            folder = self.run_dir / f"rollout_adapter{suffix}"
             self.model.save_pretrained(str(folder))
             self.vllm.load_lora(folder)
         else:
-            self.vllm.reload_weights(self.model.state_dict())
+            folder = self.run_dir / f"rollout_model{suffix}"
+            self.model.save_pretrained(str(folder))
+            self.vllm.reload_weights(folder)
 
     def close(self) -> None:
         if self.vllm is not None:
