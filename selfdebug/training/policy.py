@@ -86,13 +86,16 @@ class Policy:
         self.trainable_modules = {name: self.accelerator.prepare_model(m) for name, m in self.modules.items()}
         if self.vllm is not None:
             self.generator = self.vllm
-        elif shared.backend.name == "hf":  # samples from the live policy: nothing to sync
+        elif shared.backend.name in ("hf", "llamacpp"):  # samples from the live policy: nothing to sync
             from selfdebug.generation.hf import HFGenerator
 
+            if shared.backend.name == "llamacpp":  # a GGUF file cannot follow the weights step by step
+                log.info("backend=llamacpp: RL rollouts sample from the live policy in PyTorch "
+                         "(batch_size=%d)", shared.backend.batch_size)
             self.generator = HFGenerator(model=self.model, tokenizer=self.tokenizer,
                                          chat_format=shared.model.chat_format, batch_size=shared.backend.batch_size)
         else:
-            raise ConfigError(f"backend={shared.backend.name}: RL samples from its own policy; use backend=hf or vllm")
+            raise ConfigError(f"backend={shared.backend.name}: RL samples from its own policy; use backend=hf, llamacpp (rollouts from the live policy) or vllm")
 
     # ---------------------------------------------------------------- data parallelism
     @property
