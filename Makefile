@@ -23,7 +23,7 @@ sandbox:
 	  elif command -v sudo >/dev/null 2>&1; then sudo -n apt-get install -y -qq bubblewrap || true; fi; }
 	@command -v bwrap >/dev/null 2>&1 || echo "WARNING: bubblewrap is not installed: programs will run unisolated"
 
-# backend=llamacpp (the fastest generation on a CPU, docs/performance.md): builds llama.cpp's
+# backend=llamacpp (the quickstart's engine: small and quick to start, docs/performance.md): builds llama.cpp's
 # llama-server from the llama-cpp-python sdist on PyPI into ~/.cache/selfdebug/llama.cpp (about 8
 # minutes on 2 cores, once). Needs cmake and a C++ compiler, installed here when run as root.
 llamacpp: venv

@@ -90,6 +90,17 @@ def sft_adapter(smol, tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- generation
+
+def test_seeded_sampling_of_prompts_longer_than_one_prefill_budget(engine):
+    """Seeded samples of a call whose prompts exceed one step's prefill budget (4096 tokens): with
+    chunked prefill vLLM 0.27 rewinds a chunked request's generator, which a CPU generator cannot do
+    ("CPU Generator does not use offset"); the backend prefills whole prompts on a CPU."""
+    code = "\n".join(f"def f{i}(x):\n    return x + {i}" for i in range(60))  # ~600 tokens
+    conversations = [[{"role": "user", "content": f"Task {k}. Explain this code:\n{code}"}] for k in range(10)]
+    out = engine.generate(conversations, SamplingParams(n=1, temperature=0.8, top_p=0.95, max_new_tokens=2, seed=3))
+    assert len(out) == 10 and all(len(row) == 1 and row[0].n_tokens >= 1 for row in out)
+
+
 def test_identical_prompts_get_their_own_seeded_samples(engine):
     """Each sample is seeded by itself: identical prompts in one call differ, the same call twice is
     the same, and a prompt's samples do not depend on the other rows of the call."""

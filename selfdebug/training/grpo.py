@@ -49,7 +49,7 @@ class GRPOTrainer:
         mask = batch.mask
         groups = [a.sample_id // p.group_size for a in attempts]  # rows of one prompt are consecutive
         advantages = M.grpo_advantages(mask, placements, groups)
-        policy.model.eval()  # dropout off: the ratio of the first pass is 1
+        policy.update_mode()  # dropout off: the ratio of the first pass is 1
         old_logprobs = policy.old_logprobs(batch)[0]
         ref_logprobs = policy.reference_logprobs(batch)
         stats: dict[str, list[float]] = {"loss": [], "clipfrac": [], "kl": [], "grad_norm": []}

@@ -66,8 +66,7 @@ class PPOTrainer:
         all_sum = policy.all_sum
         batch = policy.batch(attempts, keep=[q is not None for q in placements])
         mask = batch.mask
-        # Dropout stays off (eval mode; gradients flow all the same): the ratio of the first pass is 1.
-        policy.model.eval()
+        policy.update_mode()  # dropout off: the ratio of the first pass is 1
         with torch.no_grad():
             old_logprobs, old_values, _ = self.values(batch, policy.model, self.value_head)
         ref_logprobs = policy.reference_logprobs(batch)
