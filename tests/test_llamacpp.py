@@ -66,6 +66,20 @@ def test_seeded_samples_do_not_depend_on_the_rest_of_the_call(f32_generator):
 
 
 @needs_server
+def test_samples_of_a_prompt_beyond_the_slot_count(f32_generator):
+    """n > parallel (4): the samples go out as several n_cmpl requests, sample j seeded with seed + j,
+    so the first k samples of any n are the k samples of n = k."""
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.95, max_new_tokens=16, seed=11)
+    texts = {n: [c.text for c in f32_generator.generate(PROMPTS[:1], SamplingParams(**{**params.__dict__, "n": n}))[0]]
+             for n in (3, 6, 8)}
+    assert len(texts[6]) == 6 and len(texts[8]) == 8
+    assert texts[6][:3] == texts[3]  # within the first request
+    assert texts[8][:6] == texts[6]  # across the request boundary (samples 4, 5: seed + 4, + 5)
+    assert texts[8][4:] != texts[8][:4]  # the second request is not the first one's seeds again
+    assert len(set(texts[8])) > 2
+
+
+@needs_server
 def test_stop_strings_and_length(f32_generator):
     long = f32_generator.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_new_tokens=5))[0][0]
     assert long.finish_reason == "length" and long.n_tokens == 5 == len(long.token_ids)

@@ -6,8 +6,8 @@ neither lost nor doubled), stop at the chat format's end-of-turn strings + param
 model's EOS ids, temperature 0 = greedy, text cut before the stop string, token_ids up to the token
 that starts the stop string (or including EOS). Greedy outputs equal HF's (tests/test_vllm.py).
 
-Seeds: each sample is its own request, seeded as the llama.cpp backend seeds it (llamacpp._seed:
-params.seed, its prompt's tokens, its sample index, the prompt's occurrence in the call), so two
+Seeds: each sample is its own request, seeded as the llama.cpp backend seeds it (llamacpp._seed of
+params.seed, its prompt's tokens and the prompt's occurrence in the call, plus its sample index), so two
 identical prompts in one call get different samples, and a sample does not depend on which other
 rows share its call: a resumed run redraws exactly the samples it lost, up to numerics.
 
@@ -118,7 +118,7 @@ class VLLMGenerator:
         requests, sampling = [], []
         seen: Counter[tuple[int, ...]] = Counter()
         for ids in prompts:  # one request per sample, each with its own seed (module docstring)
-            occurrence = seen[tuple(ids)]
+            seed = _seed(params.seed, ids, seen[tuple(ids)])  # sample j: seed + j, as llama.cpp's n_cmpl
             seen[tuple(ids)] += 1
             for j in range(params.n):
                 requests.append({"prompt_token_ids": ids})
@@ -127,7 +127,7 @@ class VLLMGenerator:
                     temperature=params.temperature,  # 0 => greedy
                     top_p=params.top_p if params.temperature > 0 else 1.0,
                     max_tokens=params.max_new_tokens,
-                    seed=_seed(params.seed, ids, j, occurrence),
+                    seed=seed + j,
                     stop=stop,
                     stop_token_ids=sorted(self.eos_ids),  # the same EOS set as the HF backend
                     skip_special_tokens=False,  # keep "<|im_end|>"-like stop strings findable, code byte-exact
