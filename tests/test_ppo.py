@@ -275,13 +275,14 @@ def test_rollout_engine_per_backend(tmp_path, tiny_model_dir, collected):
 
 def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir, collected):
     """The update's batched forward (left-padded prompts, right-padded responses, LM head on the
-    response columns only) gives each token the log-prob the model gives it alone, unpadded."""
+    response columns only) gives each token the log-prob the model gives it alone, unpadded; the
+    no-grad forwards before an update, one minibatch (here 1 row) at a time, give the same."""
     import dataclasses
 
     from selfdebug.chat import render_chat
     from selfdebug.episode import Attempt
 
-    policy = ppo_trainer(rl_cfg(tmp_path, tiny_model_dir, collected, "temperature=1.0")).policy
+    policy = ppo_trainer(rl_cfg(tmp_path, tiny_model_dir, collected, "temperature=1.0", "minibatch_size=1")).policy
     base = Attempt(task_id="t", sample_id=0, round=1, mode="refine", completion="", explanation="", code="",
                    parse_reason="ok", status="fail", plus_status=None, feedback="")
     attempts = [dataclasses.replace(base, messages=({"role": "user", "content": "Fix the loop, please."},),
@@ -292,6 +293,10 @@ def test_batched_logprobs_equal_one_sequence_at_a_time(tmp_path, tiny_model_dir,
     batch = policy.batch(attempts)
     with torch.no_grad():
         batched = policy.forward(batch)[0]
+        whole = policy.forward(batch, policy.model, with_hidden=True)
+    by_rows = policy.old_logprobs(batch, with_hidden=True)
+    assert all(torch.allclose(r, w, atol=1e-5) for r, w in zip(by_rows, whole, strict=True))
+    assert torch.allclose(policy.reference_logprobs(batch), batched, atol=1e-5)  # LoRA B = 0: the SFT policy
     for b, a in enumerate(attempts):
         prompt = policy.tokenizer(render_chat(list(a.messages), "template", policy.tokenizer))["input_ids"]
         ids = torch.tensor([prompt + list(a.token_ids)])

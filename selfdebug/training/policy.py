@@ -216,18 +216,25 @@ class Policy:
             if isinstance(module, torch.nn.Dropout):
                 module.eval()
 
+    def no_grad_rows(self, batch: RolloutBatch, fn: Callable[[RolloutBatch], tuple]) -> tuple:
+        """fn(rows) -> a tuple of [b, ...] tensors (or None), under no_grad, over `minibatch_size` rows
+        at a time, concatenated: the forwards before an update hold one minibatch's [b, T, vocab]
+        logits at a time, as the update's own forwards do, not the whole batch's."""
+        n, size = batch.mask.shape[0], max(1, self.cfg.minibatch_size)
+        with torch.no_grad():
+            parts = [fn(batch.rows(list(range(s, min(s + size, n))))) for s in range(0, n, size)]
+        return tuple(None if part[0] is None else torch.cat(part) for part in zip(*parts))
+
     def old_logprobs(self, batch: RolloutBatch, with_hidden: bool = False):
         """forward() under no_grad with the plain policy: the behaviour policy of the update."""
-        with torch.no_grad():
-            return self.forward(batch, self.model, with_hidden)
+        return self.no_grad_rows(batch, lambda rows: self.forward(rows, self.model, with_hidden))
 
     def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs [B, T] under the reference (SFT) policy."""
-        with torch.no_grad():
-            if self.reference is not None:
-                return self.forward(batch, self.reference)[0]
-            with self.model.disable_adapter():
-                return self.forward(batch, self.model)[0]
+        if self.reference is not None:
+            return self.no_grad_rows(batch, lambda rows: self.forward(rows, self.reference))[0]
+        with self.model.disable_adapter():
+            return self.no_grad_rows(batch, lambda rows: self.forward(rows, self.model))[0]
 
     def step(self, loss: torch.Tensor) -> float:
         """One optimizer step on `loss` (gradients all-reduced over processes: their mean); returns

@@ -67,8 +67,8 @@ class PPOTrainer:
         batch = policy.batch(attempts, keep=[q is not None for q in placements])
         mask = batch.mask
         policy.update_mode()  # dropout off: the ratio of the first pass is 1
-        with torch.no_grad():
-            old_logprobs, old_values, _ = self.values(batch, policy.model, self.value_head)
+        old_logprobs, old_values, _ = policy.no_grad_rows(batch, lambda rows: self.values(rows, policy.model,
+                                                                                         self.value_head))
         ref_logprobs = policy.reference_logprobs(batch)
         placed = M.place_scores(mask, [list(q.values()) if q else [] for q in placements])
         rewards, kl = M.kl_penalized_rewards(placed, old_logprobs, ref_logprobs, mask, self.kl.value)
