@@ -13,12 +13,14 @@ gets token ids), temperature then top-p over the whole vocabulary (no top-k, min
 temperature 0 = greedy, stop at the chat format's end-of-turn strings + params.stop and at the
 vocabulary's end-of-generation tokens, text cut before the stop string.
 
-The n samples of a prompt are one request of up to `parallel` completions (the server's n_cmpl):
-the prompt is processed once and its KV cache copied to the other slots (1.6x faster for the 1.5B
-teacher's 2 samples per prompt on 2 cores). Seeds: sample j of a prompt draws with _seed(params.seed,
-its prompt's tokens, the prompt's occurrence in the call) + j, so a sample does not depend on which
-other rows share its call or batch: a resumed run redraws exactly the samples it lost, up to numerics
-(a row's logits can differ in the last bits with the batch it is computed in, as on any batched engine).
+All draws of one prompt in a call (its n samples, and the same prompt in other rows, as the
+teacher's branches of one wrong program) are requests of up to `parallel` completions (the server's
+n_cmpl): the prompt is prefilled once and its KV cache copied to the other slots (1.6x faster for the
+1.5B teacher's 2 samples per prompt on 2 cores). Seeds: the m-th draw of a prompt in a call (rows in
+order, then samples) draws with _seed(params.seed, its prompt's tokens) + m, so a sample does not
+depend on the other prompts of its call or batch: a resumed run redraws exactly the samples it lost,
+up to numerics (a row's logits can differ in the last bits with the batch it is computed in, as on
+any batched engine).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -142,31 +143,36 @@ class LlamaCppGenerator:
         prompts = [self.tokenizer(render_chat(m, self.chat_format, self.tokenizer), add_special_tokens=add_special)
                    ["input_ids"] for m in conversations]
         stop = list(dict.fromkeys(params.stop + self.turn_stops))
-        seen: Counter[tuple[int, ...]] = Counter()
-        futures = []
-        for ids in prompts:
+        draws: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # prompt -> its (row, sample) slots, in order
+        for row, ids in enumerate(prompts):
             if len(ids) >= self.ctx_per_slot:
                 raise BackendError(f"a prompt of {len(ids)} tokens does not fit backend.ctx_per_slot="
                                    f"{self.ctx_per_slot}: raise it")
-            key = tuple(ids)
-            seed = _seed(params.seed, ids, seen[key])  # sample j of this prompt draws with seed + j
-            seen[key] += 1
-            # The n samples of a prompt go out as requests of up to `parallel` completions each
-            # (n_cmpl): the server processes the prompt once and copies its KV cache to the others.
-            futures.append([self._pool.submit(self._complete, ids, params, stop, seed + j, min(self.parallel, params.n - j))
-                            for j in range(0, params.n, self.parallel)])
+            draws.setdefault(tuple(ids), []).extend((row, j) for j in range(params.n))
+        # Every draw of one prompt in this call (its n samples, and those of the same prompt in other
+        # rows, e.g. the teacher's branches of one wrong program) goes out in requests of up to
+        # `parallel` completions (n_cmpl): the server prefills the prompt once and copies its KV cache.
+        # The m-th draw of a prompt is seeded _seed(params.seed, prompt) + m (module docstring).
+        jobs = []
+        for key, slots in draws.items():
+            seed = _seed(params.seed, list(key))
+            for m in range(0, len(slots), self.parallel):
+                part = slots[m:m + self.parallel]
+                jobs.append((part, self._pool.submit(self._complete, list(key), params, stop, seed + m, len(part))))
         start = time.monotonic()
         try:
-            results = [[c for f in row for c in f.result()] for row in futures]
+            results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+            for part, future in jobs:
+                for (row, j), completion in zip(part, future.result(), strict=True):
+                    results[row][j] = completion
             seconds = time.monotonic() - start
             tokens = sum(c.n_tokens for row in results for c in row)
             log.info("llama-server: %d samples, %d tokens in %.1f s (%.1f tokens/s)", len(prompts) * params.n,
                      tokens, seconds, tokens / max(seconds, 1e-9))
             return results
         except BaseException:
-            for row in futures:
-                for f in row:
-                    f.cancel()
+            for _, future in jobs:
+                future.cancel()
             raise
 
     def close(self) -> None:
@@ -253,11 +259,10 @@ class LlamaCppGenerator:
             return ""
 
 
-def _seed(seed: int, ids: list[int], occurrence: int) -> int:
-    """The seed of sample 0 of a prompt (sample j: + j) from the call's seed, the prompt and which
-    occurrence of that prompt in the call it is. Below 2^31, so seed + j never reaches llama.cpp's
-    "random seed" value 2^32 - 1."""
-    digest = hashlib.sha256(json.dumps([seed, occurrence, ids]).encode()).digest()
+def _seed(seed: int, ids: list[int]) -> int:
+    """The seed of a prompt's first draw in a call (its m-th draw: + m), from the call's seed and the
+    prompt's tokens. Below 2^31, so seed + m never reaches llama.cpp's "random seed" value 2^32 - 1."""
+    digest = hashlib.sha256(json.dumps([seed, ids]).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 

@@ -7,7 +7,7 @@ model's EOS ids, temperature 0 = greedy, text cut before the stop string, token_
 that starts the stop string (or including EOS). Greedy outputs equal HF's (tests/test_vllm.py).
 
 Seeds: each sample is its own request, seeded as the llama.cpp backend seeds it (llamacpp._seed of
-params.seed, its prompt's tokens and the prompt's occurrence in the call, plus its sample index), so two
+params.seed and its prompt's tokens, plus the number of earlier draws of that prompt in the call), so two
 identical prompts in one call get different samples, and a sample does not depend on which other
 rows share its call: a resumed run redraws exactly the samples it lost, up to numerics.
 
@@ -118,8 +118,8 @@ class VLLMGenerator:
         requests, sampling = [], []
         seen: Counter[tuple[int, ...]] = Counter()
         for ids in prompts:  # one request per sample, each with its own seed (module docstring)
-            seed = _seed(params.seed, ids, seen[tuple(ids)])  # sample j: seed + j, as llama.cpp's n_cmpl
-            seen[tuple(ids)] += 1
+            seed = _seed(params.seed, ids) + seen[tuple(ids)]  # the m-th draw of a prompt: + m, as llama.cpp
+            seen[tuple(ids)] += params.n
             for j in range(params.n):
                 requests.append({"prompt_token_ids": ids})
                 sampling.append(VLLMSamplingParams(
