@@ -212,3 +212,15 @@ def test_paired_table_by_hand(runs):
     # Init. on HumanEval+: SFT T1 [0, 1] 1/2, T2 0; RL T1 [0, 0] 1, T2 0 -> +25 on one problem of two
     assert rows[("RL - SFT", "pass@1", "Init.")][col].startswith("+25.00 [+0.00, +50.00]")
     assert ("Prompt. - SFT", "pass@1", "Refine") not in rows
+
+
+def test_published_results_regenerate_the_readme_tables(tmp_path):
+    """results/small holds the published runs (metrics.json + config.yaml): the report over them
+    gives, line for line, the tables the README's Results section shows."""
+    assert report.main([str(REPO / "results" / "small"), "--out", str(tmp_path)]) == 0
+    readme = (REPO / "README.md").read_text()
+    rows = [line for line in (tmp_path / "report.md").read_text().splitlines()
+            if line.startswith("| Qwen2.5-Coder-0.5B |") and "| ours" in line]
+    assert len(rows) >= 3  # at least the Prompt. row's three stages
+    missing = [row for row in rows if row not in readme]
+    assert not missing, f"README rows differ from the report over results/small: {missing}"
