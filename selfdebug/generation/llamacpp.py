@@ -15,8 +15,9 @@ vocabulary's end-of-generation tokens, text cut before the stop string.
 
 All draws of one prompt in a call (its n samples, and the same prompt in other rows, as the
 teacher's branches of one wrong program) are requests of up to `parallel` completions (the server's
-n_cmpl): the prompt is prefilled once and its KV cache copied to the other slots (1.6x faster for the
-1.5B teacher's 2 samples per prompt on 2 cores). Seeds: the m-th draw of a prompt in a call (rows in
+n_cmpl): the prompt is prefilled once and its KV cache copied to the other slots (1.6x in a
+prefill-heavy probe, 7 teacher prompts x 2 samples of the 1.5B model; calls bound by their longest
+row gain less: docs/performance.md). Seeds: the m-th draw of a prompt in a call (rows in
 order, then samples) draws with _seed(params.seed, its prompt's tokens) + m, so a sample does not
 depend on the other prompts of its call or batch: a resumed run redraws exactly the samples it lost,
 up to numerics (a row's logits can differ in the last bits with the batch it is computed in, as on
