@@ -144,18 +144,16 @@ class LlamaCppGenerator:
         prompts = [self.tokenizer(render_chat(m, self.chat_format, self.tokenizer), add_special_tokens=add_special)
                    ["input_ids"] for m in conversations]
         stop = list(dict.fromkeys(params.stop + self.turn_stops))
-        draws: dict[tuple[int, ...], list[tuple[int, int]]] = {}  # prompt -> its (row, sample) slots, in order
-        for row, ids in enumerate(prompts):
+        for ids in prompts:
             if len(ids) >= self.ctx_per_slot:
                 raise BackendError(f"a prompt of {len(ids)} tokens does not fit backend.ctx_per_slot="
                                    f"{self.ctx_per_slot}: raise it")
-            draws.setdefault(tuple(ids), []).extend((row, j) for j in range(params.n))
         # Every draw of one prompt in this call (its n samples, and those of the same prompt in other
         # rows, e.g. the teacher's branches of one wrong program) goes out in requests of up to
         # `parallel` completions (n_cmpl): the server prefills the prompt once and copies its KV cache.
         # The m-th draw of a prompt is seeded _seed(params.seed, prompt) + m (module docstring).
         jobs = []
-        for key, slots in draws.items():
+        for key, slots in draws(prompts, params.n).items():
             seed = _seed(params.seed, list(key))
             for m in range(0, len(slots), self.parallel):
                 part = slots[m:m + self.parallel]
@@ -258,6 +256,15 @@ class LlamaCppGenerator:
             return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
         except (OSError, AttributeError):
             return ""
+
+
+def draws(prompts: list[list[int]], n: int) -> dict[tuple[int, ...], list[tuple[int, int]]]:
+    """Each distinct prompt of a call -> its draws as (row, sample), rows in order, then samples: the
+    m-th draw of a prompt is seeded _seed(seed, prompt) + m (this backend and the vLLM one)."""
+    out: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+    for row, ids in enumerate(prompts):
+        out.setdefault(tuple(ids), []).extend((row, j) for j in range(n))
+    return out
 
 
 def _seed(seed: int, ids: list[int]) -> int:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,7 @@ class VLLMGenerator:
     def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        from selfdebug.generation.llamacpp import _seed
+        from selfdebug.generation.llamacpp import _seed, draws
 
         if self.llm is None:
             raise RuntimeError("VLLMGenerator.generate called after close()")
@@ -116,10 +115,9 @@ class VLLMGenerator:
                                   add_special_tokens=add_special)["input_ids"] for messages in conversations]
         stop = list(dict.fromkeys(params.stop + self.turn_stops))  # ordered, no duplicates
         requests, sampling = [], []
-        seen: Counter[tuple[int, ...]] = Counter()
-        for ids in prompts:  # one request per sample, each with its own seed (module docstring)
-            seed = _seed(params.seed, ids) + seen[tuple(ids)]  # the m-th draw of a prompt: + m, as llama.cpp
-            seen[tuple(ids)] += params.n
+        seeds = {slot: _seed(params.seed, list(key)) + m  # the m-th draw of a prompt: + m (module docstring)
+                 for key, slots in draws(prompts, params.n).items() for m, slot in enumerate(slots)}
+        for row, ids in enumerate(prompts):  # one request per sample, each with its own seed
             for j in range(params.n):
                 requests.append({"prompt_token_ids": ids})
                 sampling.append(VLLMSamplingParams(
@@ -127,7 +125,7 @@ class VLLMGenerator:
                     temperature=params.temperature,  # 0 => greedy
                     top_p=params.top_p if params.temperature > 0 else 1.0,
                     max_tokens=params.max_new_tokens,
-                    seed=seed + j,
+                    seed=seeds[row, j],
                     stop=stop,
                     stop_token_ids=sorted(self.eos_ids),  # the same EOS set as the HF backend
                     skip_special_tokens=False,  # keep "<|im_end|>"-like stop strings findable, code byte-exact
