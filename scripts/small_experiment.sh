@@ -31,7 +31,10 @@ for stage in $STAGES; do
         mkdir -p "results/small/$name"
         cp "$dir/metrics.json" "$dir/config.yaml" "results/small/$name/"
       done
-      cp outputs/small/stages.tsv results/small/
+      # stage records of earlier sessions stay; a stage run again keeps its latest record
+      { cat results/small/stages.tsv 2>/dev/null || true; cat outputs/small/stages.tsv; } \
+        | awk -F'\t' '!($1 in r) {order[n++] = $1} {r[$1] = $0} END {for (i = 0; i < n; i++) print r[order[i]]}' \
+        > results/small/.stages.tsv && mv results/small/.stages.tsv results/small/stages.tsv
       "$PY" -m selfdebug.report results/small --out results/small/report > /dev/null ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

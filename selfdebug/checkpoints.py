@@ -92,6 +92,15 @@ def load_merged(base_path: str | Path, adapter_dir: str | Path, dtype: str = "au
     return merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(dtype, device)), adapters)
 
 
+def checkpoint_dtype(path: str | Path, default):
+    """The dtype a HF model folder's weights are stored in (config.json), else `default`."""
+    import torch
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype")
+    return getattr(torch, name) if isinstance(name, str) and hasattr(torch, name) else default
+
+
 def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto") -> Path:
     """A full model folder of base + the chain of `adapter_dir`, for engines that apply one LoRA at
     most (vLLM: PPO's adapter sits on the SFT adapter). A full fine-tuned model alone is its own
@@ -108,6 +117,8 @@ def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str 
     if (out / "config.json").is_file():
         return out
     model = load_merged(base_path, adapter_dir, dtype)
+    if dtype == "auto":  # merged in the loading dtype (fp32 on a CPU), served in the base checkpoint's
+        model = model.to(checkpoint_dtype(path, model.dtype))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

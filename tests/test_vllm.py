@@ -301,3 +301,48 @@ def test_sft_ppo_adapter_chain_through_vllm_equals_hf(tmp_path, smol, sft_adapte
         assert generator.generate(CONVERSATIONS, GREEDY) == expected
     finally:
         generator.close()
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_one_sft_adapter_merged_or_applied_equals_hf(tmp_path, smol, sft_adapter, merge):
+    """evaluate's generator for one LoRA adapter on the base: backend.merge_lora=true serves base +
+    adapter merged into one folder (the CPU default: vLLM's CPU LoRA kernels ran out of memory at the
+    evaluator's batches), false lets vLLM apply the adapter; both give HF's greedy outputs."""
+    from selfdebug.config import HFBackendConfig, ModelConfig, VLLMBackendConfig
+    from selfdebug.generation import build_generator, vllm_merges_lora
+
+    assert vllm_merges_lora(VLLMBackendConfig()) == (not torch.cuda.is_available())
+    model = ModelConfig(name="smollm2", source=SMOL, dtype="float32")
+    hf = build_generator(model, HFBackendConfig(batch_size=4), adapter=sft_adapter)
+    try:
+        expected = hf.generate(CONVERSATIONS, GREEDY)
+    finally:
+        hf.close()
+    generator = build_generator(model, VLLMBackendConfig(**ENGINE, merge_lora=merge), adapter=sft_adapter)
+    try:
+        served = Path(generator.llm.llm_engine.model_config.model)
+        assert served == (sft_adapter / "merged_model" if merge else smol)
+        assert (generator._lora is None) == merge
+        assert generator.generate(CONVERSATIONS, GREEDY) == expected
+    finally:
+        generator.close()
+
+
+def test_merged_folder_keeps_the_base_checkpoint_dtype(tmp_path, smol):
+    """merged_model_dir with dtype=auto merges in the loading dtype (fp32 on a CPU) and saves in the
+    dtype of the base checkpoint: a bf16 base gives a bf16 folder, what vLLM then serves."""
+    from transformers import AutoModelForCausalLM
+
+    from selfdebug.checkpoints import checkpoint_dtype, merged_model_dir
+
+    base = tmp_path / "base"
+    AutoModelForCausalLM.from_pretrained(smol, dtype=torch.bfloat16).save_pretrained(base)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (smol / name).is_file():
+            (base / name).write_bytes((smol / name).read_bytes())
+    adapter = random_lora(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tmp_path / "sft" / "final",
+                          seed=3, algorithm="sft", parent=None)
+    assert checkpoint_dtype(base, None) == torch.bfloat16
+    merged = merged_model_dir(base, adapter, "auto")
+    assert json.loads((merged / "config.json").read_text())["dtype"] == "bfloat16"
+    assert checkpoint_dtype(smol, None) == torch.float32  # SmolLM2 is stored in fp32 here

@@ -98,6 +98,16 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
     raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, llamacpp, openai")
 
 
+def vllm_merges_lora(backend) -> bool:
+    """Whether vLLM serves one LoRA adapter merged into the base (backend.merge_lora; null = on a CPU,
+    whose LoRA kernels take memory per batched token) rather than applying it."""
+    if backend.merge_lora is not None:
+        return backend.merge_lora
+    import torch
+
+    return not torch.cuda.is_available()
+
+
 def build_generator(model, backend, adapter: str | Path | None = None) -> Generator:
     """The configured backend over the configured model + `adapter` (a train.py final/: a LoRA
     adapter chain or a full fine-tuned model). `model`, `backend`: config.py's ModelConfig and a
@@ -108,7 +118,7 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
     from selfdebug.checkpoints import load_merged, merged_model_dir, split_chain
     from selfdebug.models import resolve_model
 
-    settings = {k: v for k, v in asdict(backend).items() if k not in ("name", "batch_size")}
+    settings = {k: v for k, v in asdict(backend).items() if k not in ("name", "batch_size", "merge_lora")}
     if backend.name == "openai":  # the server holds the model: send its name, load nothing here
         if adapter:
             raise ConfigError(f"adapter={adapter} cannot be applied through backend=openai: serve the adapted model")
@@ -123,11 +133,11 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
     if backend.name == "llamacpp":  # llama.cpp serves one GGUF file: the merged chain, converted
         return make_generator("llamacpp", merged_model_dir(base, adapter, model.dtype), **settings)
     if backend.name == "vllm":
-        if len(adapters) == 1 and path == base:  # one LoRA on the base: vLLM applies it
+        if len(adapters) == 1 and path == base and not vllm_merges_lora(backend):  # one LoRA on the base
             generator = make_generator("vllm", base, enable_lora=True, **settings)
             generator.load_lora(adapter)
             return generator
-        return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)  # a chain
+        return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)  # a chain, or merge_lora
     from transformers import AutoTokenizer
 
     merged = load_merged(base, adapter, model.dtype)
