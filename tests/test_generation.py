@@ -242,11 +242,12 @@ def test_temperature_top_p_equals_transformers_warpers():
 
 def test_every_backend_setting_is_its_constructors_argument():
     """Each backend's config schema holds exactly what its generator reads: build_generator passes
-    every field as it is (batch_size, the caller's rows per call, reaches the HF backend only)."""
-    import dataclasses
+    every field as it is (engine_settings) but the caller's own (batch_size, the rows per call,
+    reaches the HF backend only; vLLM's merge_lora picks the model folder)."""
     import inspect
 
     from selfdebug.config import BACKENDS
+    from selfdebug.generation import engine_settings
     from selfdebug.generation.hf import HFGenerator
     from selfdebug.generation.llamacpp import LlamaCppGenerator
     from selfdebug.generation.openai import OpenAIGenerator
@@ -255,6 +256,7 @@ def test_every_backend_setting_is_its_constructors_argument():
     classes = {"hf": HFGenerator, "vllm": VLLMGenerator, "openai": OpenAIGenerator, "llamacpp": LlamaCppGenerator}
     assert set(classes) == set(BACKENDS)
     for name, schema in BACKENDS.items():
-        fields = {f.name for f in dataclasses.fields(schema)} - {"name"} - ({"batch_size"} if name != "hf" else set())
+        fields = set(engine_settings(schema())) | ({"batch_size"} if name == "hf" else set())
+        assert "name" not in fields and (name != "vllm" or "merge_lora" not in fields)
         params = set(inspect.signature(classes[name].__init__).parameters)
         assert fields <= params, (name, fields - params)

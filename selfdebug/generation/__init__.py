@@ -98,6 +98,14 @@ def make_generator(backend_name: str, model_path: str | Path | None = None, **kw
     raise ValueError(f"unknown generation backend {backend_name!r}: use one of hf, vllm, llamacpp, openai")
 
 
+def engine_settings(backend) -> dict:
+    """A backend config's engine keyword arguments: all but what the caller decides (name,
+    batch_size: rows per call; merge_lora: which model folder the engine gets)."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(backend).items() if k not in ("name", "batch_size", "merge_lora")}
+
+
 def vllm_merges_lora(backend) -> bool:
     """Whether vLLM serves one LoRA adapter merged into the base (backend.merge_lora; null = on a CPU,
     whose LoRA kernels take memory per batched token) rather than applying it."""
@@ -113,12 +121,10 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
     adapter chain or a full fine-tuned model). `model`, `backend`: config.py's ModelConfig and a
     backend config (HFBackendConfig, ...). batch_size is the caller's rows per call; only the HF
     backend also reads it (rows per forward pass)."""
-    from dataclasses import asdict
-
     from selfdebug.checkpoints import load_merged, merged_model_dir, split_chain
     from selfdebug.models import resolve_model
 
-    settings = {k: v for k, v in asdict(backend).items() if k not in ("name", "batch_size", "merge_lora")}
+    settings = engine_settings(backend)
     if backend.name == "openai":  # the server holds the model: send its name, load nothing here
         if adapter:
             raise ConfigError(f"adapter={adapter} cannot be applied through backend=openai: serve the adapted model")

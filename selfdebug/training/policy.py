@@ -122,10 +122,8 @@ class Policy:
         chain merged into one folder (checkpoints.merged_model_dir, written once beside `adapter` by
         the main process; what evaluate.py serves for it too). LoRA: the engine adds the policy's
         adapter, synced after every update (sync); full fine-tuning: its weights are replaced."""
-        from dataclasses import asdict
-
         from selfdebug.checkpoints import merged_model_dir
-        from selfdebug.generation import make_generator
+        from selfdebug.generation import engine_settings, make_generator
         from selfdebug.models import resolve_model
 
         base, dtype = resolve_model(self.shared.model.source), self.shared.model.dtype
@@ -133,7 +131,7 @@ class Policy:
             merged_model_dir(base, self.cfg.adapter, dtype)
         self.accelerator.wait_for_everyone()
         folder = merged_model_dir(base, self.cfg.adapter, dtype)  # written by now: only looked up
-        settings = {k: v for k, v in asdict(self.shared.backend).items() if k not in ("name", "batch_size")}
+        settings = engine_settings(self.shared.backend)
         if self.cfg.lora.enabled:
             settings["max_lora_rank"] = self.cfg.lora.r  # the one adapter this engine serves
         return make_generator("vllm", folder, chat_format=self.shared.model.chat_format, dtype=dtype,
