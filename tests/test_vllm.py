@@ -276,23 +276,31 @@ def test_ppo_full_fine_tuning_syncs_by_weight_reload(tmp_path, collected):
 
 
 # ----------------------------------------------------------------------------- adapter chains
+def hf_greedy_of(model, adapter):
+    """What evaluate's HF generator gives for `model` (a ModelConfig) + `adapter` (a final/)."""
+    from selfdebug.config import HFBackendConfig
+    from selfdebug.generation import build_generator
+
+    hf = build_generator(model, HFBackendConfig(batch_size=4), adapter=adapter)
+    try:
+        return hf.generate(CONVERSATIONS, GREEDY)
+    finally:
+        hf.close()
+
+
 def test_sft_ppo_adapter_chain_through_vllm_equals_hf(tmp_path, smol, sft_adapter):
     """evaluate's generator for a PPO final/ trained on an SFT adapter: vLLM serves the merged chain,
     with HF's greedy outputs for the same chain (and not the base model's)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfdebug.checkpoints import load_merged
-    from selfdebug.config import HFBackendConfig, ModelConfig, VLLMBackendConfig
+    from selfdebug.config import ModelConfig, VLLMBackendConfig
     from selfdebug.generation import build_generator
 
     ppo = random_lora(load_merged(smol, sft_adapter, "float32"), tmp_path / "ppo" / "final", seed=2,
                       algorithm="ppo", parent=sft_adapter)
     model = ModelConfig(name="smollm2", source=SMOL, dtype="float32")
-    hf = build_generator(model, HFBackendConfig(batch_size=4), adapter=ppo)
-    try:
-        expected = hf.generate(CONVERSATIONS, GREEDY)
-    finally:
-        hf.close()
+    expected = hf_greedy_of(model, ppo)
     base = AutoModelForCausalLM.from_pretrained(smol, dtype=torch.float32)
     assert expected != hf_greedy(base, AutoTokenizer.from_pretrained(smol))  # the adapters change the answers
     generator = build_generator(model, VLLMBackendConfig(**ENGINE), adapter=ppo)
@@ -308,16 +316,12 @@ def test_one_sft_adapter_merged_or_applied_equals_hf(tmp_path, smol, sft_adapter
     """evaluate's generator for one LoRA adapter on the base: backend.merge_lora=true serves base +
     adapter merged into one folder (the CPU default: vLLM's CPU LoRA kernels ran out of memory at the
     evaluator's batches), false lets vLLM apply the adapter; both give HF's greedy outputs."""
-    from selfdebug.config import HFBackendConfig, ModelConfig, VLLMBackendConfig
+    from selfdebug.config import ModelConfig, VLLMBackendConfig
     from selfdebug.generation import build_generator, vllm_merges_lora
 
     assert vllm_merges_lora(VLLMBackendConfig()) == (not torch.cuda.is_available())
     model = ModelConfig(name="smollm2", source=SMOL, dtype="float32")
-    hf = build_generator(model, HFBackendConfig(batch_size=4), adapter=sft_adapter)
-    try:
-        expected = hf.generate(CONVERSATIONS, GREEDY)
-    finally:
-        hf.close()
+    expected = hf_greedy_of(model, sft_adapter)
     generator = build_generator(model, VLLMBackendConfig(**ENGINE, merge_lora=merge), adapter=sft_adapter)
     try:
         served = Path(generator.llm.llm_engine.model_config.model)
