@@ -143,7 +143,8 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
             generator = make_generator("vllm", base, enable_lora=True, **settings)
             generator.load_lora(adapter)
             return generator
-        return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)  # a chain, or merge_lora
+        # a chain, or one adapter with merge_lora
+        return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)
     from transformers import AutoTokenizer
 
     merged = load_merged(base, adapter, model.dtype)
