@@ -79,24 +79,38 @@ def merge_adapters(model, adapters: list[Path]):
     return model
 
 
+def load_chain(path: str | Path, adapters: list[Path], dtype):
+    """The model at `path` with `adapters` merged into its weights in order (split_chain's pair), in
+    `dtype` (a torch dtype, or "auto": the checkpoint's). On a CPU the merge runs in float32 and the
+    model takes `dtype` after it: LoRA deltas added to bf16 weights would be rounded once per adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if torch.cuda.is_available() or not adapters:
+        return merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=dtype), adapters)
+    model = merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), adapters)
+    return model.to(checkpoint_dtype(path, torch.float32) if dtype == "auto" else dtype)
+
+
 def load_merged(base_path: str | Path, adapter_dir: str | Path, dtype: str = "auto"):
     """The model of base + `adapter_dir`'s chain (split_chain), in its generation dtype
     (generation.hf.load_dtype, for the GPU if there is one), adapters merged into its weights."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from selfdebug.generation.hf import load_dtype
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    path, adapters = split_chain(base_path, adapter_dir)
-    return merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(dtype, device)), adapters)
+    return load_chain(*split_chain(base_path, adapter_dir), load_dtype(dtype, device))
 
 
 def checkpoint_dtype(path: str | Path, default):
     """The dtype a HF model folder's weights are stored in (config.json), else `default`."""
     import torch
 
-    config = json.loads((Path(path) / "config.json").read_text())
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():  # a hub id: not a folder here
+        return default
+    config = json.loads(config_file.read_text())
     name = config.get("dtype") or config.get("torch_dtype")
     return getattr(torch, name) if isinstance(name, str) and hasattr(torch, name) else default
 
@@ -117,7 +131,7 @@ def merged_model_dir(base_path: str | Path, adapter_dir: str | Path, dtype: str 
     if (out / "config.json").is_file():
         return out
     model = load_merged(base_path, adapter_dir, dtype)
-    if dtype == "auto":  # merged in the loading dtype (fp32 on a CPU), served in the base checkpoint's
+    if dtype == "auto":  # served in the base checkpoint's dtype (an fp32-loading CPU merged it in fp32)
         model = model.to(checkpoint_dtype(path, model.dtype))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -184,16 +184,21 @@ def test_live_model_object_and_training_mode(tiny_model_dir):
     assert gen.turn_stops == ("<|end|>",)
 
 
-def test_load_dtype_auto_is_fp32_on_cpu():
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_load_dtype_auto_follows_the_cpu(monkeypatch, native_bf16):
+    """"auto": the checkpoint's dtype on a GPU and on a CPU with bf16 in hardware; float32 on a CPU
+    that would emulate bf16 (2-3x slower)."""
     import torch
 
-    from selfdebug.generation.hf import load_dtype
+    from selfdebug.generation import hf
 
-    assert load_dtype("auto", "cpu") is torch.float32  # CPU bf16 is emulated here: 2-3x slower
-    assert load_dtype("auto", "cuda") == "auto"  # GPU: the checkpoint's dtype
-    assert load_dtype("bfloat16", "cpu") is torch.bfloat16
+    monkeypatch.setattr(hf, "cpu_has_native_bf16", lambda: native_bf16)
+    assert hf.load_dtype("auto", "cpu") == ("auto" if native_bf16 else torch.float32)
+    assert hf.load_dtype("auto", "cuda") == "auto"  # GPU: the checkpoint's dtype
+    assert hf.load_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert hf.load_dtype("float32", "cpu") is torch.float32
     with pytest.raises(ValueError, match="dtype"):
-        load_dtype("fp8", "cpu")
+        hf.load_dtype("fp8", "cpu")
 
 
 def test_int8_quantized_sampling_on_cpu(tiny_model_dir):

@@ -288,9 +288,11 @@ def hf_greedy_of(model, adapter):
         hf.close()
 
 
-def test_sft_ppo_adapter_chain_through_vllm_equals_hf(tmp_path, smol, sft_adapter):
-    """evaluate's generator for a PPO final/ trained on an SFT adapter: vLLM serves the merged chain,
-    with HF's greedy outputs for the same chain (and not the base model's)."""
+@pytest.mark.parametrize("merge", [True, False])
+def test_sft_ppo_adapter_chain_through_vllm_equals_hf(tmp_path, smol, sft_adapter, merge):
+    """evaluate's generator for a PPO final/ trained on an SFT adapter: vLLM serves the merged chain
+    (merge_lora=true), or the PPO adapter applied on the merged SFT model (false: how PPO's rollout
+    engine served it), with HF's greedy outputs for the same chain (and not the base model's)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfdebug.checkpoints import load_merged
@@ -303,9 +305,11 @@ def test_sft_ppo_adapter_chain_through_vllm_equals_hf(tmp_path, smol, sft_adapte
     expected = hf_greedy_of(model, ppo)
     base = AutoModelForCausalLM.from_pretrained(smol, dtype=torch.float32)
     assert expected != hf_greedy(base, AutoTokenizer.from_pretrained(smol))  # the adapters change the answers
-    generator = build_generator(model, VLLMBackendConfig(**ENGINE), adapter=ppo)
+    generator = build_generator(model, VLLMBackendConfig(**ENGINE, merge_lora=merge), adapter=ppo)
     try:
-        assert Path(generator.llm.llm_engine.model_config.model) == ppo / "merged_model"
+        served = Path(generator.llm.llm_engine.model_config.model)
+        assert served == (ppo if merge else sft_adapter) / "merged_model"
+        assert (generator._lora is None) == merge
         assert generator.generate(CONVERSATIONS, GREEDY) == expected
     finally:
         generator.close()
@@ -332,6 +336,17 @@ def test_one_sft_adapter_merged_or_applied_equals_hf(tmp_path, smol, sft_adapter
         generator.close()
 
 
+def bf16_copy(model_dir: Path, out: Path) -> Path:
+    """`model_dir`'s model stored in bf16 (as Qwen's checkpoints are), with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (model_dir / name).is_file():
+            (out / name).write_bytes((model_dir / name).read_bytes())
+    return out
+
+
 def test_merged_folder_keeps_the_base_checkpoint_dtype(tmp_path, smol):
     """merged_model_dir with dtype=auto merges in the loading dtype (fp32 on a CPU) and saves in the
     dtype of the base checkpoint: a bf16 base gives a bf16 folder, what vLLM then serves."""
@@ -339,14 +354,29 @@ def test_merged_folder_keeps_the_base_checkpoint_dtype(tmp_path, smol):
 
     from selfdebug.checkpoints import checkpoint_dtype, merged_model_dir
 
-    base = tmp_path / "base"
-    AutoModelForCausalLM.from_pretrained(smol, dtype=torch.bfloat16).save_pretrained(base)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        if (smol / name).is_file():
-            (base / name).write_bytes((smol / name).read_bytes())
+    base = bf16_copy(smol, tmp_path / "base")
     adapter = random_lora(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tmp_path / "sft" / "final",
                           seed=3, algorithm="sft", parent=None)
     assert checkpoint_dtype(base, None) == torch.bfloat16
     merged = merged_model_dir(base, adapter, "auto")
     assert json.loads((merged / "config.json").read_text())["dtype"] == "bfloat16"
     assert checkpoint_dtype(smol, None) == torch.float32  # SmolLM2 is stored in fp32 here
+
+
+def test_a_chain_is_merged_in_fp32_on_a_cpu(tmp_path, smol):
+    """load_chain on a CPU, asked for bf16 (what "auto" gives for a bf16 checkpoint on a CPU with
+    bf16 hardware): the adapters are added to fp32 weights and the sum rounded to bf16 once, not
+    each LoRA delta added to already-rounded bf16 weights."""
+    from transformers import AutoModelForCausalLM
+
+    from selfdebug.checkpoints import load_chain, merge_adapters
+
+    base = bf16_copy(smol, tmp_path / "base")
+    sft = random_lora(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tmp_path / "sft" / "final",
+                      seed=3, algorithm="sft", parent=None)
+    expected = merge_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), [sft])
+    expected = expected.to(torch.bfloat16).state_dict()
+    for dtype in ("auto", torch.bfloat16):
+        merged = load_chain(base, [sft], dtype)
+        assert merged.dtype == torch.bfloat16
+        assert all(torch.equal(p, expected[name]) for name, p in merged.state_dict().items())

@@ -107,8 +107,8 @@ def engine_settings(backend) -> dict:
 
 
 def vllm_merges_lora(backend) -> bool:
-    """Whether vLLM serves one LoRA adapter merged into the base (backend.merge_lora; null = on a CPU,
-    whose LoRA kernels take memory per batched token) rather than applying it."""
+    """Whether vLLM serves a LoRA adapter chain merged into the base (backend.merge_lora; null = on a
+    CPU, whose LoRA kernels take memory per batched token) rather than applying its last adapter."""
     if backend.merge_lora is not None:
         return backend.merge_lora
     import torch
@@ -139,12 +139,14 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
     if backend.name == "llamacpp":  # llama.cpp serves one GGUF file: the merged chain, converted
         return make_generator("llamacpp", merged_model_dir(base, adapter, model.dtype), **settings)
     if backend.name == "vllm":
-        if len(adapters) == 1 and path == base and not vllm_merges_lora(backend):  # one LoRA on the base
-            generator = make_generator("vllm", base, enable_lora=True, **settings)
-            generator.load_lora(adapter)
-            return generator
-        # a chain, or one adapter with merge_lora
-        return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)
+        if vllm_merges_lora(backend):  # the whole chain merged into one folder
+            return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)
+        # vLLM applies the last adapter, on the rest of the chain merged (as PPO's rollout engine
+        # served the policy it trained): a small delta (a few PPO steps) is not rounded into bf16 weights
+        folder = merged_model_dir(base, adapters[-2], model.dtype) if len(adapters) > 1 else path
+        generator = make_generator("vllm", folder, enable_lora=True, **settings)
+        generator.load_lora(adapters[-1])
+        return generator
     from transformers import AutoTokenizer
 
     merged = load_merged(base, adapter, model.dtype)

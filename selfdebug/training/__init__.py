@@ -35,19 +35,21 @@ def device() -> str:
 
 def load_policy(model: ModelConfig, adapter: str | None):
     """(model, tokenizer): the base model (+ `adapter`'s chain merged in: DPO / RL start from the SFT
-    model) in its training dtype: bf16 on GPU unless model.dtype says otherwise, fp32 on CPU."""
+    model) in its training dtype: bf16 on GPU unless model.dtype says otherwise; on a CPU what
+    generation loads (load_dtype: the checkpoint's dtype where the CPU computes bf16 in hardware,
+    else fp32). LoRA adapters stay fp32 on a bf16 base (peft's autocast_adapter_dtype)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from selfdebug.checkpoints import merge_adapters, split_chain
+    from selfdebug.checkpoints import load_chain, split_chain
     from selfdebug.generation.hf import load_dtype
     from selfdebug.models import resolve_model
 
     path, adapters = split_chain(resolve_model(model.source), adapter)
-    # "auto" trains in bf16 on GPU (not the checkpoint's dtype, what generation loads) and fp32 on CPU.
+    # "auto" trains in bf16 on GPU (not the checkpoint's dtype, what generation loads).
     on_gpu = device() == "cuda"
     dtype = torch.bfloat16 if model.dtype == "auto" and on_gpu else load_dtype(model.dtype, device())
-    policy = merge_adapters(AutoModelForCausalLM.from_pretrained(path, dtype=dtype), adapters)
+    policy = load_chain(path, adapters, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
