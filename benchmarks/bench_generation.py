@@ -1,6 +1,6 @@
 """Generation engines side by side: generated tokens/s of each backend on the pipeline's real shapes.
 
-    python benchmarks/bench_generation.py                       # Qwen2.5-Coder-0.5B: hf fp32, hf int8, llamacpp (+ vllm)
+    python benchmarks/bench_generation.py                       # Qwen2.5-Coder-0.5B: hf fp32/bf16/int8, llamacpp, vllm
     python benchmarks/bench_generation.py --engines hf-int8 llamacpp --shapes evaluate
     python benchmarks/bench_generation.py --model smollm2-135m-instruct --max-new-tokens 64   # a quick look
 
@@ -12,7 +12,7 @@ Shapes (each a list of chat conversations sent in ONE generate() call, as the st
             256 new tokens, T=0.8 (the teacher's calls: long prompts, one sample each)
 The figure is generated tokens (up to EOS / stop) over the wall time of the call, model load
 excluded; "x int8" is the ratio to the HF int8 backend, this project's CPU default before llama.cpp.
-Engines: hf-fp32, hf-int8 (backend=hf quantize=int8, batch 32), llamacpp (backend=llamacpp, q8_0,
+Engines: hf-fp32, hf-bf16, hf-int8 (backend=hf quantize=int8, batch 32), llamacpp (backend=llamacpp, q8_0,
 32 slots; needs `make llamacpp`), vllm (bf16; needs `make vllm`). An engine that is not installed
 is listed as such. Run it on an otherwise idle machine: the load average is printed before/after.
 """
@@ -33,6 +33,7 @@ from selfdebug.models import resolve_model  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ENGINES = {  # name -> (backend, constructor settings)
     "hf-fp32": ("hf", dict(dtype="float32", batch_size=32)),
+    "hf-bf16": ("hf", dict(dtype="bfloat16", batch_size=32)),  # what dtype=auto loads on a CPU with bf16 hardware
     "hf-int8": ("hf", dict(dtype="float32", batch_size=32, quantize="int8")),
     "llamacpp": ("llamacpp", dict(gguf_type="q8_0", parallel=32, ctx_per_slot=1024)),
     "vllm": ("vllm", dict(dtype="bfloat16")),

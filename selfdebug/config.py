@@ -51,7 +51,9 @@ class ModelConfig:
     # "template": the model's own chat template (instruct models);
     # "starchat": the paper's <|user|>/<|assistant|>/<|end|> turns for base models (LeDex §3).
     chat_format: str = "template"
-    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16"
+    # "auto" | "float32" | "bfloat16" | "float16". auto: the checkpoint's dtype on a GPU (training: bf16)
+    # and on a CPU with bf16 hardware (AVX512-BF16, AMX); float32 on other CPUs, which emulate bf16
+    dtype: str = "auto"
     # examples in the initial prompt when this model is prompted (paper: 3-shot for base models);
     # collect.few_shot and evaluate.few_shot default to it
     few_shot: int = 0

@@ -310,6 +310,7 @@ def test_sft_ppo_adapter_chain_through_vllm_equals_hf(tmp_path, smol, sft_adapte
         served = Path(generator.llm.llm_engine.model_config.model)
         assert served == (ppo if merge else sft_adapter) / "merged_model"
         assert (generator._lora is None) == merge
+        assert generator.max_lora_rank == (0 if merge else 8)  # LoRA slots of the adapter's rank, not 64
         assert generator.generate(CONVERSATIONS, GREEDY) == expected
     finally:
         generator.close()
@@ -331,6 +332,7 @@ def test_one_sft_adapter_merged_or_applied_equals_hf(tmp_path, smol, sft_adapter
         served = Path(generator.llm.llm_engine.model_config.model)
         assert served == (sft_adapter / "merged_model" if merge else smol)
         assert (generator._lora is None) == merge
+        assert generator.max_lora_rank == (0 if merge else 8)  # LoRA slots of the adapter's rank, not 64
         assert generator.generate(CONVERSATIONS, GREEDY) == expected
     finally:
         generator.close()

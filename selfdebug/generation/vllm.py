@@ -169,10 +169,7 @@ class VLLMGenerator:
         from vllm.lora.request import LoRARequest
 
         path = Path(path).resolve()
-        config = path / "adapter_config.json"
-        if not config.is_file():
-            raise FileNotFoundError(f"{path} holds no LoRA adapter (adapter_config.json): save it with save_pretrained")
-        rank = json.loads(config.read_text()).get("r", 0)
+        rank = adapter_rank(path)
         if rank > self.max_lora_rank:
             raise BackendError(f"the LoRA adapter {path} has rank {rank}, above the engine's max_lora_rank "
                                f"{self.max_lora_rank}: set backend.max_lora_rank={lora_rank_slot(rank)}")
@@ -235,6 +232,14 @@ def _repack_cpu_gemms(worker: Any) -> int:
             dispatch_cpu_unquantized_gemm(module, remove_weight=False)
             repacked += 1
     return repacked
+
+
+def adapter_rank(path: str | Path) -> int:
+    """The rank r of the PEFT LoRA adapter saved in `path`."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{path} holds no LoRA adapter (adapter_config.json): save it with save_pretrained")
+    return int(json.loads(config.read_text()).get("r", 0))
 
 
 def lora_rank_slot(rank: int) -> int:
