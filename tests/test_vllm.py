@@ -367,8 +367,9 @@ def test_merged_folder_keeps_the_base_checkpoint_dtype(tmp_path, smol):
 
 def test_a_chain_is_merged_in_fp32_on_a_cpu(tmp_path, smol):
     """load_chain on a CPU, asked for bf16 (what "auto" gives for a bf16 checkpoint on a CPU with
-    bf16 hardware): the adapters are added to fp32 weights and the sum rounded to bf16 once, not
-    each LoRA delta added to already-rounded bf16 weights."""
+    bf16 hardware): the chain's adapters are added to fp32 weights and the sum rounded to bf16 once,
+    not each adapter's delta added to weights already rounded (one adapter alone would not tell:
+    PyTorch adds an fp32 delta into bf16 weights in fp32 and rounds once)."""
     from transformers import AutoModelForCausalLM
 
     from selfdebug.checkpoints import load_chain, merge_adapters
@@ -376,9 +377,11 @@ def test_a_chain_is_merged_in_fp32_on_a_cpu(tmp_path, smol):
     base = bf16_copy(smol, tmp_path / "base")
     sft = random_lora(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tmp_path / "sft" / "final",
                       seed=3, algorithm="sft", parent=None)
-    expected = merge_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), [sft])
+    on_sft = merge_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), [sft])
+    ppo = random_lora(on_sft, tmp_path / "ppo" / "final", seed=4, algorithm="ppo", parent=sft)
+    expected = merge_adapters(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), [sft, ppo])
     expected = expected.to(torch.bfloat16).state_dict()
     for dtype in ("auto", torch.bfloat16):
-        merged = load_chain(base, [sft], dtype)
+        merged = load_chain(base, [sft, ppo], dtype)
         assert merged.dtype == torch.bfloat16
         assert all(torch.equal(p, expected[name]) for name, p in merged.state_dict().items())
