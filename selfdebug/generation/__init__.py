@@ -139,13 +139,13 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
     if backend.name == "llamacpp":  # llama.cpp serves one GGUF file: the merged chain, converted
         return make_generator("llamacpp", merged_model_dir(base, adapter, model.dtype), **settings)
     if backend.name == "vllm":
+        from selfdebug.generation.vllm import adapter_rank
+
         if vllm_merges_lora(backend):  # the whole chain merged into one folder
             return make_generator("vllm", merged_model_dir(base, adapter, model.dtype), **settings)
         # vLLM applies the last adapter, on the rest of the chain merged (as PPO's rollout engine
         # served the policy it trained): a small delta (a few PPO steps) is not rounded into bf16 weights
         folder = merged_model_dir(base, adapters[-2], model.dtype) if len(adapters) > 1 else path
-        from selfdebug.generation.vllm import adapter_rank
-
         # the engine's LoRA slots sized to this adapter: vLLM pads every adapter to max_lora_rank, and
         # its CPU kernels gather [tokens, rank, width] weights (5.9 tokens/s at rank 16 in 64 slots)
         settings["max_lora_rank"] = adapter_rank(adapters[-1])
