@@ -54,4 +54,17 @@ def run_entry(dict_cfg: DictConfig, stage: str, body: Body,
     finally:
         if tracker is not None:
             tracker.finish()
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Under `accelerate launch`, leave the process group before the interpreter exits: a gloo group
+    left to static destruction can abort a finished process ("terminate called without an active
+    exception", SIGABRT) and fail the whole launch."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from selfdebug.cli import end_process_group  # noqa: E402
 from selfdebug.config import typed  # noqa: E402
 from selfdebug.episode import Attempt  # noqa: E402
 from selfdebug.tracking import MemoryTracker  # noqa: E402
@@ -58,6 +59,7 @@ def main() -> None:
     if policy.is_main:
         torch.save({"grads": {n: p.grad.detach().clone() for n, p in named if p.grad is not None},
                     "stats": stats, "world": policy.world}, out)
+    end_process_group()
 
 
 if __name__ == "__main__":
