@@ -385,3 +385,37 @@ def test_a_chain_is_merged_in_fp32_on_a_cpu(tmp_path, smol):
         merged = load_chain(base, [sft, ppo], dtype)
         assert merged.dtype == torch.bfloat16
         assert all(torch.equal(p, expected[name]) for name, p in merged.state_dict().items())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_batched_cpu_lora_ops_equal_vllms_own(dtype):
+    """selfdebug.generation.vllm_lora computes what vLLM's per-token torch ops compute: tokens of
+    three slots (one negative, counted from the end as vLLM's indexing does), 3-d and 4-d weight
+    stacks, in-place add or overwrite, a slice of a wider output, the expand's padding and its
+    single-row broadcast. (The engine tests above run the LoRA path end to end with it installed.)"""
+    from selfdebug.generation import vllm_lora
+
+    g = torch.Generator().manual_seed(0)
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(dtype)  # noqa: E731
+    tokens, hidden, rank, out = 7, 12, 4, 10
+    indices = torch.tensor([0, 2, 2, -1, 0, 2, -1])
+    x, a4, b3 = rand(tokens, hidden), rand(3, 1, rank, hidden), rand(3, out, rank)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)  # sum order
+
+    def both(op, *args, shape, base=None, **kwargs):
+        results = []
+        for impl in (vllm_lora.vllm_op(op), getattr(vllm_lora, op)):
+            target = (base.clone() if base is not None else torch.zeros(shape, dtype=dtype))
+            impl(*args[:2], target, *args[2:], **kwargs)
+            results.append(target)
+        torch.testing.assert_close(results[1], results[0], **tol)
+        assert results[0].abs().sum() > 0
+
+    y = rand(tokens, rank)
+    both("bgmv_shrink", x, a4, indices, 0.5, shape=(tokens, rank))
+    for add in (True, False):
+        both("bgmv_expand", y, b3, indices, add, base=rand(tokens, out + 3), shape=None)  # output padded wider
+        both("bgmv_expand", y[:1], b3, indices[:1], add, base=rand(tokens, out), shape=None)  # one row, broadcast
+        both("bgmv_expand_slice", y, b3, indices, 5, out, add, base=rand(tokens, out + 8), shape=None)
+    assert torch.unique(indices).numel() == 3  # the grouped path, not only the one-slot shortcut
+    both("bgmv_shrink", x, a4, torch.zeros(tokens, dtype=torch.long), 2.0, shape=(tokens, rank))

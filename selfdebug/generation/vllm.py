@@ -86,6 +86,10 @@ class VLLMGenerator:
             engine_args["enable_chunked_prefill"] = False
         if enable_lora:
             engine_args.update(enable_lora=True, max_lora_rank=self.max_lora_rank, max_loras=1)
+            if on_cpu:  # one matmul per adapter, not per token (the worker runs in this process)
+                from selfdebug.generation import vllm_lora
+
+                vllm_lora.install()
         self.llm: Any = None
         set_num_threads = torch.set_num_threads
         t0 = time.monotonic()
