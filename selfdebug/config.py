@@ -86,10 +86,9 @@ class VLLMBackendConfig:
     enforce_eager: Optional[bool] = None
     cpu_kvcache_space_gib: float = 2.0  # CPU only: RAM for the KV cache (GiB); a GPU sizes it by gpu_memory_utilization
     # evaluating a LoRA adapter (chain): true = serve base + chain merged into one model folder, false =
-    # vLLM applies the last adapter on the rest merged; null = on a GPU false, on a CPU true (vLLM's CPU
-    # LoRA kernels grew the evaluator's process past 24 GB RSS at 164 prompts per call: with merging,
-    # or a smaller batch_size). Merged into bf16 weights, a delta under half a bf16 step (a few PPO
-    # steps at lr 1e-5) rounds away: false serves it as trained.
+    # vLLM applies the last adapter on the rest merged; null = on a GPU false, on a CPU true (there the
+    # merged model generates 25-43% more tokens/s: docs/performance.md). Merged into bf16 weights, a
+    # delta under half a bf16 step (a few PPO steps at lr 1e-5) rounds away: false serves it as trained.
     merge_lora: Optional[bool] = None
 
 

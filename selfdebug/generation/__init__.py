@@ -108,7 +108,7 @@ def engine_settings(backend) -> dict:
 
 def vllm_merges_lora(backend) -> bool:
     """Whether vLLM serves a LoRA adapter chain merged into the base (backend.merge_lora; null = on a
-    CPU, whose LoRA kernels take memory per batched token) rather than applying its last adapter."""
+    CPU, where the merged model is faster) rather than applying its last adapter."""
     if backend.merge_lora is not None:
         return backend.merge_lora
     import torch
