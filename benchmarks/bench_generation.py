@@ -72,6 +72,21 @@ def shapes(only: list[str] | None, max_new_tokens: int | None) -> dict[str, tupl
     return {k: v for k, v in all_shapes.items() if only is None or k in only}
 
 
+def timed_calls(gen, cases: dict, label: str) -> list[dict]:
+    """One warm-up call, then one timed generate() per shape: its outputs, tokens, seconds (printed)."""
+    gen.generate(cases[next(iter(cases))][0][:1], SamplingParams(max_new_tokens=4))
+    rows = []
+    for shape, (conversations, params) in cases.items():
+        start = time.perf_counter()
+        out = gen.generate(conversations, params)
+        seconds = time.perf_counter() - start
+        tokens = sum(c.n_tokens for row in out for c in row)
+        rows.append(dict(shape=shape, out=out, rows=len(conversations) * params.n, tokens=tokens, seconds=seconds,
+                         tok_s=tokens / seconds))
+        print(f"  {label} {shape}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tok/s", flush=True)
+    return rows
+
+
 def bench(engine: str, model_dir: Path, cases: dict) -> list[dict]:
     backend, settings = ENGINES[engine]
     start = time.perf_counter()
@@ -81,20 +96,10 @@ def bench(engine: str, model_dir: Path, cases: dict) -> list[dict]:
         print(f"  {engine}: not available ({str(err).splitlines()[0]})", flush=True)
         return [dict(engine=engine, shape=s, missing=True) for s in cases]
     load_s = time.perf_counter() - start
-    rows = []
     try:
-        gen.generate(cases[next(iter(cases))][0][:1], SamplingParams(max_new_tokens=4))  # warm-up
-        for shape, (conversations, params) in cases.items():
-            start = time.perf_counter()
-            out = gen.generate(conversations, params)
-            seconds = time.perf_counter() - start
-            tokens = sum(c.n_tokens for row in out for c in row)
-            rows.append(dict(engine=engine, shape=shape, rows=len(conversations) * params.n, tokens=tokens,
-                             seconds=seconds, tok_s=tokens / seconds, load_s=load_s))
-            print(f"  {engine} {shape}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tok/s", flush=True)
+        return [dict(row, engine=engine, load_s=load_s) for row in timed_calls(gen, cases, engine)]
     finally:
         gen.close()
-    return rows
 
 
 def main() -> None:

@@ -15,13 +15,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from benchmarks.bench_generation import shapes  # noqa: E402
-from selfdebug.generation import SamplingParams, make_generator  # noqa: E402
+from benchmarks.bench_generation import shapes, timed_calls  # noqa: E402
+from selfdebug.generation import make_generator  # noqa: E402
 from selfdebug.models import resolve_model  # noqa: E402
 
 
@@ -67,16 +66,9 @@ def main() -> None:
                                                  ("batched", True, True)):
                 vllm_lora.install(batched)
                 gen.load_lora(adapter) if with_adapter else gen.unload_lora()
-                gen.generate(cases[next(iter(cases))][0][:1], SamplingParams(max_new_tokens=4))  # warm-up
-                for shape, (conversations, params) in cases.items():
-                    start = time.perf_counter()
-                    out = gen.generate(conversations, params)
-                    seconds = time.perf_counter() - start
-                    tokens = sum(c.n_tokens for row in out for c in row)
-                    texts[label, shape] = [c.text for row in out for c in row]
-                    rows.append((label, shape, tokens, seconds))
-                    print(f"  {label} {shape}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tok/s",
-                          flush=True)
+                for row in timed_calls(gen, cases, label):
+                    texts[label, row["shape"]] = [c.text for outs in row["out"] for c in outs]
+                    rows.append((label, row["shape"], row["tokens"], row["seconds"]))
         finally:
             gen.close()
     print(f"\n{args.model}, adapter {args.adapter or 'random rank 16'}, {os.cpu_count()} CPUs, "
