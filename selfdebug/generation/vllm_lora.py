@@ -2,9 +2,10 @@
 
 vLLM's PyTorch-native punica ops (vllm/lora/ops/torch_ops, what its CPU backend runs) gather a copy
 of the LoRA matrix for EVERY token (`weights[indices]`) and multiply token by token (an einsum over
-that copy): on 2 cores that is 240 ms for one rank-16 projection of a 2048-token prefill, against
-13 ms as one matmul, and it made a LoRA-served 0.5B model generate at 17 tokens/s where the merged
-model runs at 56 (benchmarks/bench_vllm_lora.py prints both). The functions here compute the same
+that copy): on 2 cores that is 240 ms for one rank-16 projection (896 -> 4864) of a 2048-token prefill, against
+13 ms as one matmul (8192 tokens, 896 -> 9728: 1981 ms and +2.85 GB against 101 ms and +0.17 GB). It held the
+small experiment's RL evaluation (a PPO adapter, 32 long prompts per call) to 17 tokens/s; with these
+ops the same call ran at 51.5 (docs/performance.md; benchmarks/bench_vllm_lora.py). They compute the same
 values (the same indexing, dtypes, padding and in-place updates) grouped by adapter slot; `install()`
 puts them where PunicaWrapperCPU looks them up. GPU backends use their own kernels and are untouched.
 """
