@@ -402,20 +402,19 @@ def test_batched_cpu_lora_ops_equal_vllms_own(dtype):
     x, a4, b3 = rand(tokens, hidden), rand(3, 1, rank, hidden), rand(3, out, rank)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)  # sum order
 
-    def both(op, *args, shape, base=None, **kwargs):
-        results = []
-        for impl in (vllm_lora.vllm_op(op), getattr(vllm_lora, op)):
-            target = (base.clone() if base is not None else torch.zeros(shape, dtype=dtype))
-            impl(*args[:2], target, *args[2:], **kwargs)
-            results.append(target)
+    def both(op, inputs, weights, target, *args):
+        """vLLM's op and ours, each on its own copy of `target`; they must agree (and not be zero)."""
+        results = [target.clone() for _ in range(2)]
+        vllm_lora.vllm_op(op)(inputs, weights, results[0], *args)
+        getattr(vllm_lora, op)(inputs, weights, results[1], *args)
         torch.testing.assert_close(results[1], results[0], **tol)
         assert results[0].abs().sum() > 0
 
     y = rand(tokens, rank)
-    both("bgmv_shrink", x, a4, indices, 0.5, shape=(tokens, rank))
+    both("bgmv_shrink", x, a4, torch.zeros(tokens, rank, dtype=dtype), indices, 0.5)
     for add in (True, False):
-        both("bgmv_expand", y, b3, indices, add, base=rand(tokens, out + 3), shape=None)  # output padded wider
-        both("bgmv_expand", y[:1], b3, indices[:1], add, base=rand(tokens, out), shape=None)  # one row, broadcast
-        both("bgmv_expand_slice", y, b3, indices, 5, out, add, base=rand(tokens, out + 8), shape=None)
+        both("bgmv_expand", y, b3, rand(tokens, out + 3), indices, add)  # output padded wider
+        both("bgmv_expand", y[:1], b3, rand(tokens, out), indices[:1], add)  # one row, broadcast
+        both("bgmv_expand_slice", y, b3, rand(tokens, out + 8), indices, 5, out, add)
     assert torch.unique(indices).numel() == 3  # the grouped path, not only the one-slot shortcut
-    both("bgmv_shrink", x, a4, torch.zeros(tokens, dtype=torch.long), 2.0, shape=(tokens, rank))
+    both("bgmv_shrink", x, a4, torch.zeros(tokens, rank, dtype=dtype), torch.zeros(tokens, dtype=torch.long), 2.0)

@@ -146,8 +146,8 @@ def build_generator(model, backend, adapter: str | Path | None = None) -> Genera
         # vLLM applies the last adapter, on the rest of the chain merged (as PPO's rollout engine
         # served the policy it trained): a small delta (a few PPO steps) is not rounded into bf16 weights
         folder = merged_model_dir(base, adapters[-2], model.dtype) if len(adapters) > 1 else path
-        # the engine's LoRA slots sized to this adapter: vLLM pads every adapter to max_lora_rank, and
-        # its CPU kernels gather [tokens, rank, width] weights (5.9 tokens/s at rank 16 in 64 slots)
+        # the engine's LoRA slots sized to this adapter: vLLM pads every adapter to max_lora_rank and
+        # computes over the padding (vLLM's own CPU ops made 5.9 tokens/s at rank 16 in 64 slots)
         settings["max_lora_rank"] = adapter_rank(adapters[-1])
         generator = make_generator("vllm", folder, enable_lora=True, **settings)
         generator.load_lora(adapters[-1])
