@@ -2,6 +2,7 @@
 
     python benchmarks/bench_generation.py                       # Qwen2.5-Coder-0.5B: hf fp32/bf16/int8, llamacpp, vllm
     python benchmarks/bench_generation.py --engines hf-int8 llamacpp --shapes evaluate
+    python benchmarks/bench_generation.py --engines llamacpp llamacpp-bf16   # llama.cpp's q8_0 vs bf16 weights
     python benchmarks/bench_generation.py --model smollm2-135m-instruct --max-new-tokens 64   # a quick look
 
 Shapes (each a list of chat conversations sent in ONE generate() call, as the stages send them):
@@ -13,7 +14,8 @@ Shapes (each a list of chat conversations sent in ONE generate() call, as the st
 The figure is generated tokens (up to EOS / stop) over the wall time of the call, model load
 excluded; "x int8" is the ratio to the HF int8 backend, this project's CPU default before llama.cpp.
 Engines: hf-fp32, hf-bf16, hf-int8 (backend=hf quantize=int8, batch 32), llamacpp (backend=llamacpp, q8_0,
-32 slots; needs `make llamacpp`), vllm (bf16; needs `make vllm`). An engine that is not installed
+32 slots; needs `make llamacpp`), llamacpp-bf16 (the same with backend.gguf_type=bf16, the checkpoint's
+own weights), vllm (bf16; needs `make vllm`). An engine that is not installed
 is listed as such. Run it on an otherwise idle machine: the load average is printed before/after.
 """
 
@@ -36,6 +38,7 @@ ENGINES = {  # name -> (backend, constructor settings)
     "hf-bf16": ("hf", dict(dtype="bfloat16", batch_size=32)),  # what dtype=auto loads on a CPU with bf16 hardware
     "hf-int8": ("hf", dict(dtype="float32", batch_size=32, quantize="int8")),
     "llamacpp": ("llamacpp", dict(gguf_type="q8_0", parallel=32, ctx_per_slot=1024)),
+    "llamacpp-bf16": ("llamacpp", dict(gguf_type="bf16", parallel=32, ctx_per_slot=1024)),
     "vllm": ("vllm", dict(dtype="bfloat16")),
 }
 BASELINE = "hf-int8"
@@ -118,13 +121,13 @@ def main() -> None:
     base = {r["shape"]: r["tok_s"] for r in results if r["engine"] == BASELINE and not r.get("missing")}
     print(f"\n{args.model}, {os.cpu_count()} CPUs, load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f} "
           "(other processes skew CPU timings)")
-    print(f"{'engine':<10} {'shape':<9} {'rows':>5} {'tokens':>7} {'s':>7} {'tok/s':>7} {'x int8':>7} {'load s':>7}")
+    print(f"{'engine':<13} {'shape':<9} {'rows':>5} {'tokens':>7} {'s':>7} {'tok/s':>7} {'x int8':>7} {'load s':>7}")
     for r in results:
         if r.get("missing"):
-            print(f"{r['engine']:<10} {r['shape']:<9} {'not installed':>29}")
+            print(f"{r['engine']:<13} {r['shape']:<9} {'not installed':>29}")
             continue
         ratio = f"{r['tok_s'] / base[r['shape']]:.2f}" if r["shape"] in base else "-"
-        print(f"{r['engine']:<10} {r['shape']:<9} {r['rows']:>5} {r['tokens']:>7} {r['seconds']:>7.1f} "
+        print(f"{r['engine']:<13} {r['shape']:<9} {r['rows']:>5} {r['tokens']:>7} {r['seconds']:>7.1f} "
               f"{r['tok_s']:>7.1f} {ratio:>7} {r['load_s']:>7.1f}")
 
 

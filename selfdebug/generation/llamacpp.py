@@ -3,7 +3,7 @@
 The model's HF folder (the base, or the merged adapter chain of a train.py final/) is converted
 once to a GGUF file (llama.cpp's own convert_hf_to_gguf.py, at `gguf_type`, default q8_0: 8-bit
 weights, about the HF int8 backend's precision) and served by a llama-server child process with
-`parallel` slots over one unified KV cache: continuous batching, prompt prefixes kept per slot.
+`parallel` slots of ctx_per_slot tokens each: continuous batching.
 Install both with `make llamacpp` (scripts/install_llamacpp.sh builds them from the llama.cpp that
 llama-cpp-python vendors in its PyPI sdist).
 
@@ -123,7 +123,7 @@ class LlamaCppGenerator:
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._log = tempfile.NamedTemporaryFile(prefix="llama-server.", suffix=".log", delete=False)
-        # -c is the unified KV cache all slots share: a long prompt may use more than its share.
+        # -c is split into `parallel` slots of ctx_per_slot tokens (with -np given the cache is not unified).
         cmd = [str(binary), "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(port),
                "-np", str(parallel), "-c", str(parallel * ctx_per_slot), "-t", str(threads), "-tb", str(threads),
                "--no-webui", "-cram", "0"]
