@@ -1,6 +1,6 @@
 """Generation engines side by side: generated tokens/s of each backend on the pipeline's real shapes.
 
-    python benchmarks/bench_generation.py                       # Qwen2.5-Coder-0.5B: hf fp32/bf16/int8, llamacpp, vllm
+    python benchmarks/bench_generation.py                       # Qwen2.5-Coder-0.5B: hf fp32/bf16/int8, llamacpp q8_0/bf16, vllm
     python benchmarks/bench_generation.py --engines hf-int8 llamacpp --shapes evaluate
     python benchmarks/bench_generation.py --engines llamacpp llamacpp-bf16   # llama.cpp's q8_0 vs bf16 weights
     python benchmarks/bench_generation.py --model smollm2-135m-instruct --max-new-tokens 64   # a quick look
